@@ -1,0 +1,155 @@
+//! The crate's one error type.
+//!
+//! Every variant carries the context an operator needs to act on it: the
+//! operation that failed, the path it touched, and the reason the OS or a
+//! peer gave. An error becomes a message and an exit code in exactly one
+//! place, the `main` of each program.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+/// Result with the crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong, with its context.
+#[derive(Debug)]
+pub enum Error {
+    /// The command line was wrong; the message says how.
+    Usage(String),
+    /// A file-system operation on `path` failed.
+    Io {
+        /// What we were doing, as a verb phrase: "open control file".
+        op: String,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// The reason the OS gave.
+        source: io::Error,
+    },
+    /// A system call that touches no path failed.
+    Sys {
+        /// What we were doing: "fork", "send SIGTERM to group 42".
+        op: String,
+        /// The reason the OS gave.
+        errno: Errno,
+    },
+    /// A JSON document could not be read or written.
+    Json {
+        /// Which document: "control file /x.json".
+        what: String,
+        /// What the parser said.
+        source: serde_json::Error,
+    },
+    /// An HTTP exchange failed before an answer arrived.
+    Http(String),
+    /// A peer answered with an error status, or an API request is refused
+    /// with this status.
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The reason, for the operator.
+        message: String,
+    },
+    /// Input that was well-formed but not acceptable.
+    Invalid(String),
+}
+
+impl Error {
+    /// A file-system error on `path` while doing `op`.
+    pub fn io(op: impl Into<String>, path: impl AsRef<Path>, source: io::Error) -> Error {
+        Error::Io {
+            op: op.into(),
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// A system call error while doing `op`.
+    pub fn sys(op: impl Into<String>, errno: Errno) -> Error {
+        Error::Sys {
+            op: op.into(),
+            errno,
+        }
+    }
+
+    /// A JSON error in the document described by `what`.
+    pub fn json(what: impl Into<String>, source: serde_json::Error) -> Error {
+        Error::Json {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// An API refusal with `status`.
+    pub fn api(status: u16, message: impl Into<String>) -> Error {
+        Error::Api {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// Unacceptable input.
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::Invalid(message.into())
+    }
+
+    /// The `io::ErrorKind` behind this error, if it wraps an I/O error.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(msg) => write!(f, "{msg}"),
+            Error::Io { op, path, source } => {
+                write!(f, "unable to {op} {}: {source}", path.display())
+            }
+            Error::Sys { op, errno } => write!(f, "unable to {op}: {}", errno.desc()),
+            Error::Json { what, source } => write!(f, "invalid {what}: {source}"),
+            Error::Http(msg) => write!(f, "{msg}"),
+            Error::Api { status, message } => write!(f, "{message} (HTTP {status})"),
+            Error::Invalid(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Sys { errno, .. } => Some(errno),
+            Error::Json { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_error_names_operation_path_and_reason() {
+        let err = Error::io(
+            "open control file",
+            "/x.json",
+            io::Error::from_raw_os_error(2),
+        );
+        let text = err.to_string();
+        assert!(text.starts_with("unable to open control file /x.json: "));
+        assert!(text.contains("No such file or directory"), "{text}");
+    }
+
+    #[test]
+    fn sys_error_uses_errno_description() {
+        let err = Error::sys("fork", Errno::ENOENT);
+        assert_eq!(err.to_string(), "unable to fork: No such file or directory");
+    }
+}

@@ -1,0 +1,140 @@
+//! Durable file writes and small file helpers.
+//!
+//! State files (catalog, pidfile, startflag, `.exited`, control files) are
+//! never written in place: the bytes go to `NAME.new`, which is synced,
+//! renamed over `NAME`, and then the directory is synced, so that a crash
+//! leaves either the old file or the new one, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The temporary name `write_atomic` writes before the rename.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    path.with_file_name(name)
+}
+
+/// Writes `data` to `path` atomically and durably, with permissions `mode`.
+///
+/// # Errors
+///
+/// Any failure to create, write, sync or rename, with the path it concerns.
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let tmp = temp_path(path);
+    let result = write_synced(&tmp, data, mode)
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io("rename into", path, e)))
+        .and_then(|()| sync_parent(path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_synced(tmp: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(tmp)
+        .map_err(|e| Error::io("create", tmp, e))?;
+    file.write_all(data)
+        .map_err(|e| Error::io("write", tmp, e))?;
+    file.sync_all().map_err(|e| Error::io("sync", tmp, e))
+}
+
+/// Syncs the directory that holds `path`, so that a rename or unlink in it
+/// survives a crash.
+///
+/// # Errors
+///
+/// Opening or syncing the directory failed.
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+/// Reads `path` as UTF-8 text; `what` names the file in the error.
+///
+/// # Errors
+///
+/// The file cannot be opened or read, or is not UTF-8.
+pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| Error::io(format!("read {what}"), path, e))
+}
+
+/// Removes `path`; a file that is already gone is not an error.
+///
+/// # Errors
+///
+/// Any other failure to unlink.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Creates `path` and its parents with permissions `mode` for the ones it
+/// creates.
+///
+/// # Errors
+///
+/// A component cannot be created.
+pub(crate) fn create_dir_all(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|e| Error::io("create directory", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pm-fsutil-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temp_file() {
+        let dir = scratch("replace");
+        let path = dir.join("state.json");
+        write_atomic(&path, b"one", 0o600).unwrap();
+        write_atomic(&path, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert!(!temp_path(&path).exists());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_into_missing_directory_names_the_path() {
+        let err = write_atomic(Path::new("/nonexistent-pm/x"), b"", 0o644).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-pm/x.new"), "{err}");
+    }
+
+    #[test]
+    fn remove_if_exists_accepts_missing_files() {
+        let dir = scratch("remove");
+        remove_if_exists(&dir.join("absent")).unwrap();
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,110 @@
+//! Launching a command under a detached `pm-supervisor`.
+//!
+//! Used by the heart for every supervised instance and for the managed
+//! Apache. The control file is written atomically (mode 0600: it holds the
+//! environment and the exit key), `pm-supervisor --detach` is run and
+//! reaped at once (it forks and its parent exits), and the launch waits,
+//! with a bound, for the startflag file that says the command was started
+//! or failed to start.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::process::{self, Identity};
+use crate::protocol::ControlFile;
+use crate::wait;
+
+/// How long a supervisor may take to start its command.
+pub(crate) const STARTFLAG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `pm-supervisor` to run: `$PM_SUPERVISOR`, else the one beside the
+/// running executable, else `pm-supervisor` from `PATH`.
+pub(crate) fn supervisor_exe() -> PathBuf {
+    if let Some(path) = std::env::var_os("PM_SUPERVISOR") {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("pm-supervisor")))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("pm-supervisor"))
+}
+
+/// Writes `control` to `control_path` and starts `exe --detach` on it.
+///
+/// Returns the identity of the supervisor once its command runs, or `None`
+/// when the command failed to start (the supervisor then reports the exit
+/// code 126 or 127 and writes the reason to the log).
+///
+/// # Errors
+///
+/// The control file cannot be written, the supervisor cannot be run or
+/// refuses the control file (its stderr line is in the message), or the
+/// startflag does not appear in time.
+pub(crate) fn launch(
+    exe: &Path,
+    control_path: &Path,
+    control: &ControlFile,
+) -> Result<Option<Identity>> {
+    fsutil::remove_if_exists(&control.pidfile)?;
+    fsutil::remove_if_exists(&control.startflagfile)?;
+    let json = serde_json::to_vec_pretty(control)
+        .map_err(|e| Error::json(format!("control file {}", control_path.display()), e))?;
+    fsutil::write_atomic(control_path, &json, 0o600)?;
+
+    let output = Command::new(exe)
+        .arg("--detach")
+        .arg(control_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::io("run", exe, e))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(Error::invalid(format!(
+            "{} refused {}: {}",
+            exe.display(),
+            control_path.display(),
+            stderr.trim()
+        )));
+    }
+
+    if !wait::until(STARTFLAG_TIMEOUT, || control.startflagfile.exists()) {
+        return Err(Error::invalid(format!(
+            "supervisor did not start the command within {} s (no {})",
+            STARTFLAG_TIMEOUT.as_secs(),
+            control.startflagfile.display()
+        )));
+    }
+    let Ok(text) = std::fs::read_to_string(&control.pidfile) else {
+        return Ok(None);
+    };
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| Error::invalid(format!("bad pid in {}", control.pidfile.display())))?;
+    Ok(Identity::of(pid).filter(|id| is_supervising(id, control_path)))
+}
+
+/// True when `identity` is alive and is a `pm-supervisor` whose command
+/// line names `control_path`: the check that keeps a recycled pid from
+/// being trusted or signalled.
+pub(crate) fn is_supervising(identity: &Identity, control_path: &Path) -> bool {
+    if !identity.is_alive() {
+        return false;
+    }
+    let Some(args) = process::cmdline(identity.pid) else {
+        return false;
+    };
+    let is_supervisor = args.first().is_some_and(|arg0| {
+        Path::new(arg0)
+            .file_name()
+            .is_some_and(|name| name == OsStr::new("pm-supervisor"))
+    });
+    is_supervisor && args.iter().any(|arg| Path::new(arg) == control_path)
+}

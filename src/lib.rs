@@ -1,0 +1,37 @@
+//! The Paasmaker node suite.
+//!
+//! One library behind three thin binaries:
+//!
+//! - [`supervisor`]: `pm-supervisor`, runs one application process and
+//!   reports how it ended;
+//! - [`heart`]: `pm-heart`, the node agent and its command-line client;
+//! - [`runtime`]: `pm-runtime`, the runtime plugins on the command line;
+//! - [`protocol`]: the wire contract the three share (control file, exit
+//!   report path, plugin requests and answers).
+//!
+//! Everything else is crate-private. The OS layer is `signal` (the only
+//! signal handler), `process` (spawning, waiting, identities from
+//! `/proc`) and `fsutil` (atomic, durable file writes). `unsafe` is
+//! denied everywhere but in those two modules that talk to the kernel
+//! directly, and each block there carries a `// SAFETY:` comment.
+
+#![deny(unsafe_code)]
+// Scaffolding: removed once every program uses the OS layer.
+#![allow(dead_code)]
+
+pub(crate) mod cli;
+pub(crate) mod error;
+pub(crate) mod exit;
+pub(crate) mod fsutil;
+pub(crate) mod launch;
+#[allow(unsafe_code)]
+pub(crate) mod process;
+pub(crate) mod shellwords;
+#[allow(unsafe_code)]
+pub(crate) mod signal;
+pub(crate) mod wait;
+
+pub mod heart;
+pub mod protocol;
+pub mod runtime;
+pub mod supervisor;

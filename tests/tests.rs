@@ -1,0 +1,3 @@
+//! Integration tests: every test runs the real binaries.
+
+mod util;
