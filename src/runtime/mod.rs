@@ -58,6 +58,9 @@ pub(crate) struct Context {
     pub data_dir: PathBuf,
     /// The `pm-supervisor` executable.
     pub supervisor: PathBuf,
+    /// The heart's base URL (`http://127.0.0.1:PORT`), for the exit reports
+    /// of supervisors a runtime starts itself; `None` outside the heart.
+    pub heart_url: Option<String>,
 }
 
 /// One runtime: built in, or an external plugin.
