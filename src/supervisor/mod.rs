@@ -13,8 +13,8 @@
 //!    `signal-forwarder` thread turns a SIGTERM into SIGTERM to the
 //!    command's group and, after `stop_timeout`, SIGKILL;
 //! 4. once the command has ended, end every descendant left behind,
-//!    remove the pidfile and the control file, and report the code to the
-//!    heart or record it in the `.exited` file.
+//!    remove the control file, report the code to the heart or record it
+//!    in the `.exited` file, and remove the pidfile.
 //!
 //! The pid-reuse invariant: the command's pid sits in a slot under a
 //! mutex. The forwarder signals the group only while holding the lock
@@ -401,11 +401,16 @@ pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
         }
     };
 
-    remove_own_pidfile(&config.pidfile, &log);
+    // The control file goes first: once the heart has the report it may
+    // write a new one for the next start. The pidfile goes last, so that
+    // until the code is reported or recorded a live supervisor can be
+    // found, and it is removed only if it still names us.
     if let Err(err) = fsutil::remove_if_exists(&config.control_path) {
         log.warn(format_args!("{err}"));
     }
-    Ok(match report::send(&config.target, code, &log) {
+    let outcome = report::send(&config.target, code, &log);
+    remove_own_pidfile(&config.pidfile, &log);
+    Ok(match outcome {
         Outcome::Reported | Outcome::Recorded => Code::Success,
         Outcome::Refused(_) | Outcome::Lost => Code::Unrecorded,
     })
