@@ -4,7 +4,7 @@
 //!
 //! 1. read and validate the control file (exit 1, 2 or 3 with one line on
 //!    stderr if it is missing, unreadable or invalid); with `--detach`,
-//!    re-run itself in a new session and exit 0 at once;
+//!    fork: the parent exits 0 at once, the child goes on in a new session;
 //! 2. catch SIGTERM, SIGHUP and SIGINT into the self-pipe, become a child
 //!    subreaper, open the log, start the command in its own process group
 //!    with SIGKILL as its parent-death signal; write the pidfile, then the
@@ -43,7 +43,7 @@ use crate::cli;
 use crate::error::{Error, Result};
 use crate::exit::Supervisor as Code;
 use crate::fsutil;
-use crate::process::{self, Credentials};
+use crate::process::{self, Credentials, Detached};
 use crate::protocol::{self, ControlFile};
 use crate::shellwords;
 use crate::signal::{self, SignalPipe};
@@ -268,9 +268,7 @@ pub fn main() -> ExitCode {
     // Before any descriptor of ours exists: whatever the caller let us
     // inherit must not reach the command.
     process::mark_inherited_cloexec();
-    let mut argv = std::env::args_os();
-    let arg0 = argv.next().unwrap_or_else(|| OsString::from(PROG));
-    let args = match parse_args(argv) {
+    let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(args) => args,
         Err(err) => {
             cli::fatal(PROG, format_args!("{err}; try --help"));
@@ -312,13 +310,14 @@ pub fn main() -> ExitCode {
             cli::fatal(PROG, err);
             return Code::System.into();
         }
-        return match process::respawn_detached(&arg0, &[control.as_os_str()]) {
-            Ok(_) => Code::Success.into(),
+        match process::detach() {
+            Ok(Detached::Parent) => return Code::Success.into(),
+            Ok(Detached::Child) => {}
             Err(err) => {
                 cli::fatal(PROG, err);
-                Code::System.into()
+                return Code::System.into();
             }
-        };
+        }
     }
     match run(config, pipe) {
         Ok(code) => code.into(),
