@@ -210,6 +210,11 @@ fn runs_logs_ignores_sighup_and_stops_on_sigterm() {
         log.contains("to-stdout\n") && log.contains("to-stderr\n")
     });
 
+    // Log lines are written at once, not when the supervisor ends.
+    assert!(inst
+        .log()
+        .contains(&format!("INFO Started process {app}\n")));
+
     kill(Pid::from_raw(sup.pid()), Signal::SIGHUP).unwrap();
     wait_until(LONG, "SIGHUP in the log", || {
         inst.log().contains("Ignored SIGHUP")
@@ -308,6 +313,17 @@ fn missing_command_is_127_and_not_executable_is_126() {
     assert!(plain
         .log()
         .contains("Failed to start up: Permission denied"));
+
+    let mut nowhere = Instance::sh("nowhere", "exit 0", heart.port);
+    nowhere.set("cwd", json!("/no/such/directory"));
+    let mut sup = nowhere.start();
+    assert_eq!(heart.next(LONG).url, "/instance/exit/nowhere/key-123/127");
+    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    let log = nowhere.log();
+    assert!(
+        log.contains("Unable to use the working directory /no/such/directory"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -354,8 +354,8 @@ impl Shared {
 ///
 /// # Errors
 ///
-/// Only failures before the command could be started, or the log cannot
-/// be opened; after that, problems are logged and worked around.
+/// The log cannot be opened. Everything after that is logged and worked
+/// around: once the command runs, the supervisor does not bail out.
 pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
     let log = Arc::new(Log::open(&config.log_file)?);
     if let Err(err) = process::become_subreaper() {
@@ -391,7 +391,11 @@ pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
                 }),
                 reaped: Condvar::new(),
             });
-            spawn_forwarder(pipe, &shared, &log, config.stop_timeout)?;
+            if let Err(err) = spawn_forwarder(pipe, &shared, &log, config.stop_timeout) {
+                // The command runs: we may no longer bail out. It can
+                // still be waited for and reported, and dies with us.
+                log.error(format_args!("{err}; stop requests will not be forwarded"));
+            }
             let status = wait_for_command(pid, &shared, &log);
             let stop_requested = shared.lock().stop_requested;
             let code = code_of(status, stop_requested, &log);
@@ -426,6 +430,13 @@ fn start(config: &Config, log: &Log) -> io::Result<Pid> {
             None => String::new(),
         }
     ));
+    if let Err(err) = std::fs::metadata(&config.cwd) {
+        log.error(format_args!(
+            "Unable to use the working directory {}: {err}",
+            config.cwd.display()
+        ));
+        return Err(err);
+    }
     let out = log.file().try_clone()?;
     let err = log.file().try_clone()?;
     let mut cmd = Command::new(&config.argv[0]);
