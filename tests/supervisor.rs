@@ -431,7 +431,9 @@ fn prompt_command_is_reported_long_before_stop_timeout() {
     let hit = heart.next(LONG);
     let took = hit.at - sent;
     assert_eq!(hit.url, "/instance/exit/prompt/key-123/0");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    // A tenth of the timeout: generous for a loaded CI machine, far from
+    // what waiting for the timeout would take. Typically ~1 ms.
+    assert!(took < Duration::from_secs(3), "{took:?}");
     assert_eq!(exit_of(&mut sup).code(), Some(0));
 }
 
