@@ -432,13 +432,19 @@ pub(crate) fn become_subreaper() -> Result<()> {
     prctl::set_child_subreaper(true).map_err(|errno| Error::sys("become a child subreaper", errno))
 }
 
-/// Sends `signal` to the process group `pgid`.
+/// Sends `signal` to the process group led by our unreaped child
+/// `leader`; if the group is empty because the leader moved to another
+/// group, to the leader alone. The caller guarantees that `leader` has not
+/// been reaped, so neither number can have been recycled.
 ///
 /// # Errors
 ///
-/// The `kill` failed (`ESRCH`: the group is empty).
-pub(crate) fn signal_group(pgid: Pid, signal: Signal) -> nix::Result<()> {
-    signal::killpg(pgid, signal)
+/// The `kill` failed.
+pub(crate) fn signal_group(leader: Pid, signal: Signal) -> nix::Result<()> {
+    match signal::killpg(leader, signal) {
+        Err(Errno::ESRCH) => signal::kill(leader, signal),
+        other => other,
+    }
 }
 
 #[cfg(test)]
