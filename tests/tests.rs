@@ -1,3 +1,4 @@
 //! Integration tests: every test runs the real binaries.
 
+mod supervisor;
 mod util;
