@@ -60,6 +60,9 @@ use crate::wait;
 /// Extra time, beyond the instance's stop timeout, that a stop waits for
 /// the supervisor to go before it is killed.
 const STOP_MARGIN: Duration = Duration::from_secs(5);
+/// How long a supervisor whose command ended may take to report and exit
+/// during a stop before it is killed.
+const REPORT_GRACE: Duration = Duration::from_secs(2);
 /// How long a killed supervisor may take to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Default bound of each startup command (parameter `startup_timeout`).
@@ -96,7 +99,9 @@ pub(crate) enum Origin {
 
 /// Locks `mutex`, recovering the data if a holder panicked (none should).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Seconds since the Unix epoch.
@@ -195,6 +200,13 @@ pub(crate) fn log_tail(path: &Path, lines: Option<usize>) -> String {
     }
 }
 
+/// True when `pid` has no child process left (from
+/// `/proc/PID/task/PID/children`); false when that cannot be read.
+fn has_no_children(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .is_ok_and(|text| text.trim().is_empty())
+}
+
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
 fn port_answers(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -228,8 +240,7 @@ fn run_bounded(cmd: &mut Command, timeout: Duration, what: &str) -> Result<Optio
     }
     match status {
         Some(s) => Ok(Some(
-            s.code()
-                .unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
         )),
         None => {
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
@@ -308,8 +319,8 @@ impl Node {
         let registry = Registry::new(runtime::plugin_dirs(&config.plugin_dirs));
         let heart_port = listen.port();
         let ip = listen.ip();
-        let report_url = (!ip.is_loopback() && !ip.is_unspecified())
-            .then(|| format!("http://{address}"));
+        let report_url =
+            (!ip.is_loopback() && !ip.is_unspecified()).then(|| format!("http://{address}"));
         let ctx = Context {
             data_dir: paths.root.clone(),
             supervisor: config.supervisor.clone(),
@@ -519,9 +530,7 @@ impl Node {
         runtime::require_version(&manifest.runtime.name, &manifest.runtime.version, &versions)
             .map_err(|e| Error::api(422, e.to_string()))?;
         rt.validate(&manifest.runtime.parameters, manifest.standalone)
-            .map_err(|e| {
-                Error::api(422, format!("runtime {}: {e}", manifest.runtime.name))
-            })?;
+            .map_err(|e| Error::api(422, format!("runtime {}: {e}", manifest.runtime.name)))?;
         shell::seconds_param(
             &manifest.runtime.parameters,
             "startup_timeout",
@@ -904,12 +913,7 @@ impl Node {
             })
         };
         let gone = || !launch::is_supervising(&identity, &control_path) || !still_starting();
-        let exited = || {
-            format!(
-                "exited before it was ready; log tail:\n{}",
-                tail()
-            )
-        };
+        let exited = || format!("exited before it was ready; log tail:\n{}", tail());
         match rec.port {
             None => {
                 if wait::until(launch.standalone_wait, gone) {
@@ -956,8 +960,29 @@ impl Node {
             return true;
         }
         identity.signal(Signal::SIGTERM);
-        if wait::until(stop_timeout + STOP_MARGIN, || !identity.is_alive()) {
+        // The supervisor lingers after its command ended only to deliver
+        // the exit report; when it reports to a port this heart no longer
+        // listens on (started by a heart on another address), it would
+        // retry for its whole report deadline. Once it has no child left,
+        // it gets REPORT_GRACE to report, then it is killed.
+        let mut childless_since: Option<Instant> = None;
+        let done = wait::until(stop_timeout + STOP_MARGIN, || {
+            if !identity.is_alive() {
+                return true;
+            }
+            if has_no_children(identity.pid) {
+                let since = *childless_since.get_or_insert_with(Instant::now);
+                return since.elapsed() >= REPORT_GRACE;
+            }
+            childless_since = None;
+            false
+        });
+        if done && !identity.is_alive() {
             return true;
+        }
+        if done {
+            identity.signal(Signal::SIGKILL);
+            return wait::until(KILL_WAIT, || !identity.is_alive());
         }
         cli::warn(
             PROG,
@@ -1070,7 +1095,10 @@ impl Node {
             if matches!(rec.state, State::Starting | State::Running) {
                 return Err(Error::api(
                     409,
-                    format!("cannot deregister {id}: it is {}; stop it first", rec.state.as_str()),
+                    format!(
+                        "cannot deregister {id}: it is {}; stop it first",
+                        rec.state.as_str()
+                    ),
                 ));
             }
             Ok(rec.clone())
@@ -1081,7 +1109,10 @@ impl Node {
         }
         let dir = self.paths.instance(id);
         if dir.parent() != Some(self.paths.instances().as_path()) {
-            return Err(Error::api(500, format!("refusing to remove {}", dir.display())));
+            return Err(Error::api(
+                500,
+                format!("refusing to remove {}", dir.display()),
+            ));
         }
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -1102,10 +1133,7 @@ impl Node {
             let _ = crate::fsutil::remove_if_exists(&path);
         }
         self.update(|cat| {
-            let mut rec = cat
-                .instances
-                .remove(id)
-                .ok_or_else(|| not_found(id))?;
+            let mut rec = cat.instances.remove(id).ok_or_else(|| not_found(id))?;
             rec.state = State::Deregistered;
             rec.message = "deregistered".into();
             Ok(rec.view())
@@ -1134,7 +1162,10 @@ impl Node {
                 .as_deref()
                 .is_some_and(|k| secret_eq(k.as_bytes(), key.as_bytes()));
             if !current {
-                return Err(Error::api(403, format!("exit key for {id} is stale or spent")));
+                return Err(Error::api(
+                    403,
+                    format!("exit key for {id} is stale or spent"),
+                ));
             }
             rec.exit_key = None;
             let mut restart = false;
@@ -1195,7 +1226,12 @@ impl Node {
                     .exit_key
                     .as_deref()
                     .is_some_and(|k| Some(k) != rec.exit_key.as_deref());
-            if stale || !matches!(rec.state, State::Running | State::Suspended | State::Starting) {
+            if stale
+                || !matches!(
+                    rec.state,
+                    State::Running | State::Suspended | State::Starting
+                )
+            {
                 return Ok(Some(false));
             }
             let restart = apply_exit(rec, Some(exited.code), exit_reason(exited.code), at);
@@ -1227,12 +1263,7 @@ impl Node {
         let candidates: Vec<Record> = self.peek(|cat| {
             cat.instances
                 .values()
-                .filter(|r| {
-                    matches!(
-                        r.state,
-                        State::Starting | State::Running | State::Suspended
-                    )
-                })
+                .filter(|r| matches!(r.state, State::Starting | State::Running | State::Suspended))
                 .cloned()
                 .collect()
         });
@@ -1494,12 +1525,8 @@ enum SourceKind {
 }
 
 fn source_kind(source: &Path) -> Result<SourceKind> {
-    let meta = fs::metadata(source).map_err(|e| {
-        Error::api(
-            422,
-            format!("source {}: {e}", source.display()),
-        )
-    })?;
+    let meta = fs::metadata(source)
+        .map_err(|e| Error::api(422, format!("source {}: {e}", source.display())))?;
     let name = source.to_string_lossy();
     if meta.is_dir() {
         Ok(SourceKind::Dir)
