@@ -555,3 +555,309 @@ fn plugins_are_discovered_in_order() {
     let all = list(&["list", "--json"], &[("PM_RUNTIME_PATH", &path), home[0]]);
     assert_eq!(all["dup"], ["2.2"]);
 }
+
+/// A heart of this test file: its own data directory, plugin directory
+/// and ten ports of 46000-46999. On drop it kills the heart and every
+/// supervisor it started (their commands die with them).
+struct Heart {
+    child: Option<std::process::Child>,
+    data: PathBuf,
+    addr: String,
+    token: String,
+}
+
+impl Heart {
+    fn start(dir: &Dir, plugins: &Path, ports: u16, env: &[(&str, &str)]) -> Heart {
+        use std::io::BufRead;
+        let data = dir.join("data");
+        let mut cmd = Command::new(crate::util::HEART);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--ports")
+            .arg(format!("{ports}-{}", ports + 9))
+            .arg("--plugin-dir")
+            .arg(plugins)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn pm-heart");
+        let stdout = child.stdout.take().unwrap();
+        let mut heart = Heart {
+            child: Some(child),
+            data,
+            addr: String::new(),
+            token: String::new(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no listening line from pm-heart");
+        heart.addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        heart.token = fs::read_to_string(heart.data.join("token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        heart
+    }
+
+    /// One HTTP/1.0 exchange with the heart: status and JSON body.
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            self.token,
+            body.len()
+        );
+        let text = http_exchange(&self.addr, &request);
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+        (status, json)
+    }
+
+    fn register(&self, id: &str, source: &Path, runtime: Value) -> Value {
+        let body = serde_json::json!({
+            "instance_id": id,
+            "application": {"name": id},
+            "source": source,
+            "runtime": runtime,
+        });
+        let (status, answer) = self.call("POST", "/instances", Some(body));
+        assert_eq!(status, 201, "register {id}: {answer}");
+        answer
+    }
+}
+
+use serde_json::Value;
+
+fn http_exchange(addr: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// `GET /` from an application on `port`.
+fn get_app(port: u64) -> String {
+    let addr = format!("127.0.0.1:{port}");
+    http_exchange(&addr, &format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n"))
+}
+
+impl Drop for Heart {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let Ok(entries) = fs::read_dir(self.data.join("supervisor")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.path().extension() != Some(std::ffi::OsStr::new("pid")) {
+                continue;
+            }
+            let Ok(pid) = fs::read_to_string(entry.path())
+                .unwrap_or_default()
+                .trim()
+                .parse::<i32>()
+            else {
+                continue;
+            };
+            let is_supervisor = fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("pm-supervisor"));
+            if is_supervisor {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn nvm_application_runs_through_the_heart() {
+    let dir = Dir::new("nvm-heart");
+    let node =
+        String::from_utf8(run(Command::new("sh").args(["-c", "command -v node"])).stdout).unwrap();
+    let node = PathBuf::from(node.trim());
+    let version = String::from_utf8(run(Command::new(&node).arg("--version")).stdout).unwrap();
+    let version = version.trim().trim_start_matches('v').to_string();
+    let major = version.split('.').next().unwrap().to_string();
+    let root = dir.join("nvm");
+    install(
+        &root,
+        &format!("versions/node/v{version}"),
+        "node",
+        Some(&node),
+    );
+    let bin = root.join(format!("versions/node/v{version}/bin"));
+    let app = dir.join("app");
+    fs::create_dir_all(&app).unwrap();
+    fs::create_dir_all(dir.join("plugins")).unwrap();
+
+    let heart = Heart::start(
+        &dir,
+        &dir.join("plugins"),
+        46000,
+        &[("NVM_DIR", root.to_str().unwrap())],
+    );
+    let (_, runtimes) = heart.call("GET", "/runtimes", None);
+    assert!(
+        runtimes["nvm"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(version.clone())),
+        "{runtimes}"
+    );
+    let server = "require('http').createServer((q, s) => s.end('node ' + process.version + ' ' + process.env.NVM_BIN + ' ' + process.env.PATH.split(':')[0])).listen(%(port)d, '127.0.0.1')";
+    let view = heart.register(
+        "nvm-app",
+        &app,
+        serde_json::json!({
+            "name": "nvm",
+            "version": major,
+            "parameters": {"launch_command": format!("node -e \"{server}\"")},
+        }),
+    );
+    let port = view["port"].as_u64().unwrap();
+    let (status, started) = heart.call("POST", "/instances/nvm-app/start", None);
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["state"], "RUNNING", "{started}");
+    let answer = get_app(port);
+    let bin = bin.display().to_string();
+    assert!(
+        answer.ends_with(&format!("node v{version} {bin} {bin}")),
+        "{answer}"
+    );
+    let (status, stopped) = heart.call("POST", "/instances/nvm-app/stop", None);
+    assert_eq!((status, stopped["state"].as_str()), (200, Some("STOPPED")));
+    crate::util::wait_until(Duration::from_secs(10), "the port to close", || {
+        std::net::TcpStream::connect(("127.0.0.1", port as u16)).is_err()
+    });
+}
+
+#[test]
+fn external_plugin_runs_an_application_through_the_heart() {
+    let dir = Dir::new("plugin-heart");
+    let plugins = dir.join("plugins");
+    fs::create_dir_all(&plugins).unwrap();
+    fs::copy(EXAMPLE_PLUGIN, plugins.join("pm-runtime-procfile")).unwrap();
+    dir.write(
+        "app/Procfile",
+        "# the example application\nweb: python3 -m http.server $PORT --bind 127.0.0.1\n",
+    );
+    dir.write("app/hello.txt", "hello\n");
+    let heart = Heart::start(&dir, &plugins, 46010, &[]);
+    let (_, runtimes) = heart.call("GET", "/runtimes", None);
+    assert_eq!(runtimes["procfile"], serde_json::json!(["1"]), "{runtimes}");
+
+    let view = heart.register(
+        "procfile-app",
+        &dir.join("app"),
+        serde_json::json!({"name": "procfile", "version": "1"}),
+    );
+    let port = view["port"].as_u64().unwrap();
+    let (status, started) = heart.call("POST", "/instances/procfile-app/start", None);
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["state"], "RUNNING", "{started}");
+    let answer = get_app(port);
+    assert!(
+        answer.starts_with("HTTP/1.0 200") && answer.contains("hello.txt"),
+        "{answer}"
+    );
+    let (status, stopped) = heart.call("POST", "/instances/procfile-app/stop", None);
+    assert_eq!((status, stopped["state"].as_str()), (200, Some("STOPPED")));
+
+    // An application without a Procfile: the plugin's reason reaches the
+    // instance.
+    fs::create_dir_all(dir.join("empty")).unwrap();
+    heart.register(
+        "no-procfile",
+        &dir.join("empty"),
+        serde_json::json!({"name": "procfile", "version": "1"}),
+    );
+    let (_, failed) = heart.call("POST", "/instances/no-procfile/start", None);
+    let message = failed.to_string();
+    assert!(
+        message.contains("ERROR")
+            && message.contains("runtime plugin procfile")
+            && message.contains("cannot read"),
+        "{failed}"
+    );
+}
+
+#[test]
+fn broken_plugins_fail_a_start_through_the_heart() {
+    let dir = Dir::new("broken-heart");
+    let plugins = dir.join("plugins");
+    let pidfile = dir.join("hang.pid");
+    let versions = "versions) echo '{\"versions\": [\"1\"]}'; exit 0 ;;";
+    dir.script(
+        "plugins/pm-runtime-hang",
+        &format!(
+            "#!/bin/sh\ncase $1 in {versions} esac\necho $$ > {}\nsleep 600 &\nsleep 600\n",
+            pidfile.display()
+        ),
+    );
+    dir.script(
+        "plugins/pm-runtime-garbage",
+        &format!("#!/bin/sh\ncase $1 in {versions} esac\necho '<html>oops'\n"),
+    );
+    dir.script(
+        "plugins/pm-runtime-fail",
+        &format!("#!/bin/sh\ncase $1 in {versions} esac\necho 'fail: no luck' >&2\nexit 1\n"),
+    );
+    fs::create_dir_all(dir.join("app")).unwrap();
+    let heart = Heart::start(&dir, &plugins, 46020, &[("PM_RUNTIME_TIMEOUT", "1")]);
+
+    let expectations = [
+        (
+            "hang",
+            "environment timed out after 1.0 s; its process group was killed",
+        ),
+        ("garbage", "environment answered invalid JSON"),
+        ("fail", "environment failed: exit status 1: fail: no luck"),
+    ];
+    for (name, expected) in expectations {
+        let id = format!("{name}-app");
+        heart.register(
+            &id,
+            &dir.join("app"),
+            serde_json::json!({"name": name, "version": "1"}),
+        );
+        let start = Instant::now();
+        let (_, failed) = heart.call("POST", &format!("/instances/{id}/start"), None);
+        assert!(start.elapsed() < Duration::from_secs(15));
+        let (_, view) = heart.call("GET", &format!("/instances/{id}"), None);
+        assert_eq!(view["state"], "ERROR", "{failed} {view}");
+        let message = view["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("runtime plugin {name} (")) && message.contains(expected),
+            "{message}"
+        );
+    }
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    crate::util::wait_until(Duration::from_secs(5), "the plugin's group to die", || {
+        !group_alive(pid)
+    });
+}
