@@ -351,6 +351,45 @@ fn exec_passes_status_and_arguments_through() {
     assert_eq!(out.status.code(), Some(1), "{}", describe("exec", &out));
 }
 
+#[test]
+fn exec_forwards_sigterm() {
+    use std::io::BufRead;
+    let path = std::env::var("PATH").unwrap();
+    let child = Command::new(RUNTIME)
+        .args([
+            "exec",
+            "shell",
+            "1",
+            "--",
+            "python3",
+            "-c",
+            "import signal, sys, time\n\
+             signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n\
+             print('ready', flush=True)\n\
+             time.sleep(60)",
+        ])
+        .env_clear()
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = crate::util::ChildGuard(child);
+    let mut line = String::new();
+    std::io::BufReader::new(guard.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guard.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = crate::util::wait_for(Duration::from_secs(10), "pm-runtime exec to end", || {
+        guard.0.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(42));
+}
+
 /// Writes plugins that misbehave, each in its own way.
 fn bad_plugins(dir: &Dir) -> PathBuf {
     let pidfile = dir.join("hang.pid");

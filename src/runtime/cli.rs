@@ -13,9 +13,12 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 
 use super::external::{self, External};
@@ -426,10 +429,27 @@ fn export_lines(base: &Environment, env: &Environment) -> Result<String> {
 /// Runs `argv` with exactly `env`; its exit status, or `128 + N` when
 /// signal N killed it, 127 when it cannot be found, 126 when it cannot be
 /// run.
+///
+/// While it runs, SIGTERM and SIGHUP sent to `pm-runtime` are forwarded to
+/// it; SIGINT and SIGQUIT are caught and dropped, since a terminal sends
+/// them to the command too (it shares the foreground process group). The
+/// handlers are installed before the spawn and only catch, so the command
+/// starts with default dispositions. The command is waited for without
+/// being reaped (`WNOWAIT`) and forgotten by the forwarder before it is
+/// reaped, so a recycled pid is never signalled.
 fn exec(argv: &[OsString], env: &Environment) -> ExitCode {
     let Some((program, args)) = argv.split_first() else {
         return Tool::Usage.into();
     };
+    let signals = crate::signal::install(&[
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+    ]);
+    if let Err(err) = &signals {
+        warn(PROG, format!("signals will not be forwarded: {err}"));
+    }
     let spawned = Command::new(program)
         .args(args)
         .env_clear()
@@ -450,6 +470,30 @@ fn exec(argv: &[OsString], env: &Environment) -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let pid = Pid::from_raw(child.id() as i32);
+    let slot = Arc::new(Mutex::new(Some(pid)));
+    if let Ok(pipe) = signals {
+        let slot = Arc::clone(&slot);
+        let _ = std::thread::Builder::new()
+            .name("signal-forwarder".into())
+            .spawn(move || {
+                while let Ok(signal) = pipe.recv() {
+                    if matches!(signal, Signal::SIGTERM | Signal::SIGHUP) {
+                        let target = *slot.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(pid) = target {
+                            let _ = kill(pid, signal);
+                        }
+                    }
+                }
+            });
+    }
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(Errno::EINTR) => continue,
+            _ => break,
+        }
+    }
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
     match child.wait() {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => ExitCode::from(code as u8),
