@@ -487,11 +487,8 @@ fn exec(argv: &[OsString], env: &Environment) -> ExitCode {
                 }
             });
     }
-    loop {
-        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Err(Errno::EINTR) => continue,
-            _ => break,
-        }
+    while let Err(Errno::EINTR) = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+    {
     }
     *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
     match child.wait() {
