@@ -905,3 +905,77 @@ fn broken_plugins_fail_a_start_through_the_heart() {
         !group_alive(pid)
     });
 }
+
+/// A plugin that starts its application itself (a daemon in its own
+/// session) and answers `stop` and `status` for it.
+const SELF_RUN_PLUGIN: &str = r#"#!/usr/bin/env python3
+import json, os, signal, subprocess, sys, time
+mode = sys.argv[1]
+request = json.load(sys.stdin)
+if mode == "versions":
+    json.dump({"versions": ["1"]}, sys.stdout)
+elif mode == "environment":
+    json.dump({"environment": request["environment"]}, sys.stdout)
+else:
+    pidfile = os.path.join(request["path"], ".selfrun.pid")
+    if mode == "start":
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(request["port"]), "--bind", "127.0.0.1"],
+            cwd=request["path"], env=request["environment"], start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(request["path"], ".selfrun.log"), "a"))
+        with open(pidfile, "w") as f:
+            f.write(str(proc.pid))
+        json.dump({"message": "started pid %d" % proc.pid}, sys.stdout)
+    else:
+        try:
+            pid = int(open(pidfile).read())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            sys.exit("selfrun: %s is not running" % request["instance_id"])
+        if mode == "stop":
+            os.kill(pid, signal.SIGTERM)
+            os.unlink(pidfile)
+            json.dump({"message": "stopped pid %d" % pid}, sys.stdout)
+        else:
+            json.dump({"message": "running as pid %d" % pid}, sys.stdout)
+"#;
+
+#[test]
+fn managed_plugin_start_stop_and_status_through_the_heart() {
+    let dir = Dir::new("managed-heart");
+    dir.script("plugins/pm-runtime-selfrun", SELF_RUN_PLUGIN);
+    dir.write("app/index.html", "managed by the plugin\n");
+    let heart = Heart::start(&dir, &dir.join("plugins"), 46030, &[]);
+    let view = heart.register(
+        "selfrun-app",
+        &dir.join("app"),
+        serde_json::json!({"name": "selfrun", "version": "1"}),
+    );
+    let port = view["port"].as_u64().unwrap();
+    let (status, started) = heart.call("POST", "/instances/selfrun-app/start", None);
+    let log = || fs::read_to_string(heart.data.join("instances/selfrun-app/.selfrun.log"));
+    assert_eq!(status, 200, "{started} {:?}", log());
+    assert_eq!(started["state"], "RUNNING", "{started}");
+    assert!(
+        started["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("started pid")),
+        "{started}"
+    );
+    let pidfile = heart.data.join("instances/selfrun-app/.selfrun.pid");
+    let pid: i32 = fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    let _daemon = crate::util::KillOnDrop { pid, group: true };
+    assert!(get_app(port).contains("managed by the plugin"));
+
+    let (status, stopped) = heart.call("POST", "/instances/selfrun-app/stop", None);
+    assert_eq!(
+        (status, stopped["state"].as_str()),
+        (200, Some("STOPPED")),
+        "{stopped}"
+    );
+    assert!(!pidfile.exists(), "the plugin's stop was not called");
+    crate::util::wait_until(Duration::from_secs(10), "the daemon to end", || {
+        !crate::util::alive(pid)
+    });
+}

@@ -586,6 +586,67 @@ mod tests {
         }
     }
 
+    fn instance() -> PluginInstance {
+        PluginInstance {
+            instance_id: "web-1".into(),
+            port: Some(4000),
+            standalone: false,
+            path: "/srv/web-1".into(),
+            version: "1".into(),
+            parameters: serde_json::json!({"stop_timeout": 3})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            environment: [("PORT".to_string(), "4000".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn start_answers_become_launches_or_messages() {
+        let plugin = External::new("x", "/p/pm-runtime-x".into(), DEFAULT_TIMEOUT);
+        let inst = instance();
+        let answer = serde_json::json!({"supervise": {"command": ["run", "a b"], "cwd": "sub"}});
+        let Started::Supervise(launch) = plugin.start_answer(&inst, answer).unwrap() else {
+            panic!("not supervised");
+        };
+        assert_eq!(launch.command, ["run", "a b"]);
+        assert!(!launch.shell);
+        assert_eq!(launch.cwd, PathBuf::from("/srv/web-1/sub"));
+        assert_eq!(launch.environment, inst.environment);
+        assert_eq!(launch.stop_timeout, Duration::from_secs(3));
+        assert_eq!(launch.start_timeout, Duration::from_secs(20));
+
+        let answer = serde_json::json!({"supervise": {"command": ["run"], "cwd": "/abs",
+            "environment": {"A": "1"}}});
+        let Started::Supervise(launch) = plugin.start_answer(&inst, answer).unwrap() else {
+            panic!("not supervised");
+        };
+        assert_eq!(launch.cwd, PathBuf::from("/abs"));
+        assert_eq!(launch.environment.len(), 1);
+
+        let answer = serde_json::json!({"message": "up"});
+        assert_eq!(
+            plugin.start_answer(&inst, answer).unwrap(),
+            Started::Managed("up".into())
+        );
+
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"message": "a", "supervise": {"command": ["x"]}}),
+            serde_json::json!({"supervise": {"command": []}}),
+            serde_json::json!({"supervise": {"command": [""]}}),
+            serde_json::json!({"supervise": {"command": "run"}}),
+            serde_json::json!({"supervise": {"command": ["x"], "environment": {"A=B": "1"}}}),
+            serde_json::json!({"message": 3}),
+        ] {
+            let err = plugin.start_answer(&inst, bad.clone()).unwrap_err();
+            assert!(
+                err.to_string().contains("start answered the wrong shape"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn stderr_is_quoted_on_one_line() {
         assert_eq!(quote_stderr(b"a\n\n  b  \n"), "a; b");
