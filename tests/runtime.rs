@@ -537,12 +537,8 @@ fn check_flags_each_problem() {
     let report = check("../garbage"); // any name: a missing file
     assert!(report.contains("not an executable"), "{report}");
 
-    // The example passes, with an application that has a Procfile.
-    let app = dir.write(
-        "app/Procfile",
-        "web: python3 -m http.server $PORT --bind 127.0.0.1\n",
-    );
-    let app_dir = app.parent().unwrap().to_str().unwrap();
+    // The example passes, with the example application (a Procfile).
+    let app_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/procfile-app");
     let path = std::env::var("PATH").unwrap();
     let report = ok(
         &["check", EXAMPLE_PLUGIN, "--app", app_dir],

@@ -179,7 +179,14 @@ pub(crate) struct Finished {
 
 impl External {
     /// The plugin `name` at `path`, whose calls may each take `timeout`.
+    /// A bare file name is taken in the current directory, never looked
+    /// up in `PATH`.
     pub(crate) fn new(name: &str, path: PathBuf, timeout: Duration) -> External {
+        let path = if path.is_relative() && path.components().count() == 1 {
+            Path::new(".").join(path)
+        } else {
+            path
+        };
         External {
             name: name.to_string(),
             path,
