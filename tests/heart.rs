@@ -1013,3 +1013,66 @@ fn serve_help_names_every_option_and_config_keys_are_checked() {
     assert_ne!(heart.addr, "127.0.0.1:1");
     assert!(heart.pid() > 0);
 }
+
+#[test]
+fn sigterm_leaves_applications_running_unless_exclusive() {
+    let env = Env::new("sigterm");
+    let heart = env.heart(&[]);
+    let app = env.app();
+    let mut pids = HashMap::new();
+    for (id, exclusive) in [("shared", false), ("own", true)] {
+        let mut body = web_instance(id, &app);
+        body["exclusive"] = json!(exclusive);
+        assert_eq!(heart.register(body).status, 201);
+        let view = heart.start(id).json();
+        assert_eq!(view["state"], "RUNNING", "{view}");
+        pids.insert(id, view["pid"].as_i64().unwrap() as i32);
+    }
+    assert_eq!(heart.terminate().code(), Some(0));
+    assert!(
+        is_supervisor(pids["shared"]),
+        "a shared instance outlives the heart"
+    );
+    assert!(
+        !alive(pids["own"]),
+        "an exclusive instance stops with the heart"
+    );
+    let catalog = env.catalog();
+    assert_eq!(catalog["instances"]["own"]["state"], "STOPPED");
+    assert_eq!(catalog["instances"]["shared"]["state"], "RUNNING");
+
+    let heart = env.heart(&["--stop-on-exit"]);
+    assert_eq!(heart.state("shared"), "RUNNING");
+    assert_eq!(heart.terminate().code(), Some(0));
+    assert!(
+        !alive(pids["shared"]),
+        "--stop-on-exit stops every instance"
+    );
+    assert_eq!(env.catalog()["instances"]["shared"]["state"], "STOPPED");
+}
+
+#[test]
+fn the_periodic_check_notices_a_vanished_supervisor() {
+    let env = Env::new("check");
+    let heart = env.heart(&["--check-interval", "0.2"]);
+    let app = env.app();
+    let mut body = shell_instance(
+        "victim",
+        &app,
+        json!({"launch_command": "sleep 300", "standalone_wait": 0.1}),
+    );
+    body["standalone"] = json!(true);
+    assert_eq!(heart.register(body).status, 201);
+    let supervisor = heart.start("victim").json()["pid"].as_i64().unwrap() as i32;
+    kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
+    let view = heart.wait_state("victim", "ERROR");
+    assert!(
+        view["message"]
+            .as_str()
+            .unwrap()
+            .contains("supervisor is gone"),
+        "{view}"
+    );
+    // It can be started again.
+    assert_eq!(heart.start("victim").json()["state"], "RUNNING");
+}
