@@ -596,6 +596,25 @@ fn plugins_are_discovered_in_order() {
     assert_eq!(all["dup"], ["2.2"]);
 }
 
+/// The test web server: serves its directory on 127.0.0.1:PORT, retrying
+/// its bind for a few seconds on EADDRINUSE, since the private port range
+/// lies inside the kernel's ephemeral range and a client connection of any
+/// process may hold an instance port for a moment.
+const SERVER_PY: &str = r#"
+import errno, http.server, sys, time
+port = int(sys.argv[1])
+deadline = time.time() + 5
+while True:
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+        break
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE or time.time() > deadline:
+            raise
+        time.sleep(0.05)
+server.serve_forever()
+"#;
+
 /// A heart of this test file: its own data directory, plugin directory
 /// and ten ports of 46000-46999. On drop it kills the heart and every
 /// supervisor it started (their commands die with them).
@@ -765,7 +784,10 @@ fn nvm_application_runs_through_the_heart() {
             .contains(&Value::from(version.clone())),
         "{runtimes}"
     );
-    let server = "require('http').createServer((q, s) => s.end('node ' + process.version + ' ' + process.env.NVM_BIN + ' ' + process.env.PATH.split(':')[0])).listen(%(port)d, '127.0.0.1')";
+    // The private port range lies inside the kernel's ephemeral range: a
+    // client connection anywhere on the machine may hold the port for a
+    // moment, so the server retries its bind on EADDRINUSE.
+    let server = "const srv = require('http').createServer((q, s) => s.end('node ' + process.version + ' ' + process.env.NVM_BIN + ' ' + process.env.PATH.split(':')[0])); let tries = 100; srv.on('error', (e) => { if (e.code === 'EADDRINUSE' && tries-- > 0) { setTimeout(() => srv.listen(%(port)d, '127.0.0.1'), 50); } else { throw e; } }); srv.listen(%(port)d, '127.0.0.1')";
     let view = heart.register(
         "nvm-app",
         &app,
@@ -800,8 +822,9 @@ fn external_plugin_runs_an_application_through_the_heart() {
     fs::copy(EXAMPLE_PLUGIN, plugins.join("pm-runtime-procfile")).unwrap();
     dir.write(
         "app/Procfile",
-        "# the example application\nweb: python3 -m http.server $PORT --bind 127.0.0.1\n",
+        "# the example application\nweb: python3 server.py $PORT\n",
     );
+    dir.write("app/server.py", SERVER_PY);
     dir.write("app/hello.txt", "hello\n");
     let heart = Heart::start(&dir, &plugins, 46010, &[]);
     let (_, runtimes) = heart.call("GET", "/runtimes", None);
@@ -916,7 +939,7 @@ else:
     pidfile = os.path.join(request["path"], ".selfrun.pid")
     if mode == "start":
         proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(request["port"]), "--bind", "127.0.0.1"],
+            [sys.executable, "server.py", str(request["port"])],
             cwd=request["path"], env=request["environment"], start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(request["path"], ".selfrun.log"), "a"))
@@ -942,6 +965,7 @@ fn managed_plugin_start_stop_and_status_through_the_heart() {
     let dir = Dir::new("managed-heart");
     dir.script("plugins/pm-runtime-selfrun", SELF_RUN_PLUGIN);
     dir.write("app/index.html", "managed by the plugin\n");
+    dir.write("app/server.py", SERVER_PY);
     let heart = Heart::start(&dir, &dir.join("plugins"), 46030, &[]);
     let view = heart.register(
         "selfrun-app",
