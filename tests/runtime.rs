@@ -484,6 +484,47 @@ fn broken_plugins_give_clear_errors() {
     );
     let err = fails(&["--plugin-dir", bad, "versions", "noexec"], &[]);
     assert!(err.contains("is not an executable file"), "{err}");
+    // A chatty plugin neither blocks on a full pipe nor floods the caller.
+    dir.script(
+        "chatty/pm-runtime-chatty",
+        "#!/bin/sh\nhead -c 10000000 /dev/zero | tr '\\0' x >&2\necho '{\"versions\": [\"1\"]}'\n",
+    );
+    dir.script(
+        "chatty/pm-runtime-flood",
+        "#!/bin/sh\nhead -c 10000000 /dev/zero | tr '\\0' x\nexit 3\n",
+    );
+    let chatty = dir.join("chatty");
+    let chatty = chatty.to_str().unwrap();
+    let path = [("PATH", "/usr/bin:/bin")];
+    assert_eq!(
+        ok(
+            &[
+                "--plugin-dir",
+                chatty,
+                "--timeout",
+                "20",
+                "versions",
+                "chatty"
+            ],
+            &path
+        ),
+        "1\n"
+    );
+    let err = fails(
+        &[
+            "--plugin-dir",
+            chatty,
+            "--timeout",
+            "20",
+            "versions",
+            "flood",
+        ],
+        &path,
+    );
+    assert!(
+        err.contains("versions failed: exit status 3, nothing on stderr"),
+        "{err}"
+    );
     let err = fails(&["--plugin-dir", bad, "versions", "nothere"], &[]);
     assert!(err.contains("unknown runtime: nothere"), "{err}");
 
