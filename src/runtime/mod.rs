@@ -9,8 +9,11 @@
 //! `status` for it.
 //!
 //! The [`Registry`] holds the built-in runtimes and finds external plugins
-//! in the plugin directories; the heart and `pm-runtime` both use it, so a
-//! runtime behaves the same from either.
+//! (`external`) in the plugin directories; the heart and `pm-runtime`
+//! (`cli`) both use it, so a runtime behaves the same from either. A
+//! built-in wins over a plugin of the same name. Every runtime matches a
+//! requested version by the one rule of `version`: whole dot-separated
+//! components, highest match first.
 
 mod cli;
 pub(crate) mod external;
