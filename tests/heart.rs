@@ -622,6 +622,8 @@ fn a_killed_heart_finds_its_instances_again() {
     fs::write(env.data().join("catalog.json"), catalog.to_string()).unwrap();
     kill(Pid::from_raw(decoyed_sup), Signal::SIGKILL).unwrap();
     wait_until(LONG, "decoyed's application to die", || !alive(decoyed_app));
+    // ... and its supervisor left an exit file nobody can read.
+    fs::write(env.data().join("supervisor/decoyed.exited"), "garbage").unwrap();
 
     let heart = env.heart(&[]);
     for id in ["a", "b", "c"] {
@@ -650,6 +652,11 @@ fn a_killed_heart_finds_its_instances_again() {
 
     let decoyed = heart.show("decoyed");
     assert_eq!(decoyed["state"], "SUSPENDED", "{decoyed}");
+    assert!(!env.data().join("supervisor/decoyed.exited").exists());
+    assert_eq!(
+        fs::read_to_string(env.data().join("supervisor/decoyed.exited.corrupt")).unwrap(),
+        "garbage"
+    );
     assert_eq!(heart.stop("decoyed").json()["state"], "STOPPED");
     assert!(
         alive(decoy.pid()),
