@@ -73,7 +73,7 @@ usage: pm-heart serve [OPTIONS]        run the node agent (see pm-heart serve --
 pub fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let Some(first) = args.next() else {
-        eprint!("{USAGE}");
+        let _ = cli::print(USAGE);
         return Tool::Usage.into();
     };
     let rest: Vec<OsString> = args.collect();
