@@ -20,7 +20,7 @@
 //! that ends in `ERROR` adds `"instance"`, the instance as it is then.
 //! An instance id in a path that is not `[A-Za-z0-9-]{1,64}` is 400.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use serde::Serialize;
 use serde_json::json;
@@ -65,7 +65,15 @@ fn error_reply(err: &Error) -> Reply {
 /// Handles one request and answers it; errors answering (a client that
 /// hung up) are ignored.
 pub(crate) fn handle(node: &Node, mut request: Request) {
+    if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
+        refuse_oversized(request);
+        return;
+    }
     let reply = route(node, &mut request);
+    let _ = request.respond(response_of(reply));
+}
+
+fn response_of(reply: Reply) -> Response<std::io::Cursor<Vec<u8>>> {
     let (status, body, content_type) = match reply {
         Reply::Json(status, body) => (status, body, "application/json"),
         Reply::Text(text) => (200, text.into_bytes(), "text/plain; charset=utf-8"),
@@ -74,7 +82,47 @@ pub(crate) fn handle(node: &Node, mut request: Request) {
     if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
         response.add_header(header);
     }
-    let _ = request.respond(response);
+    response
+}
+
+/// The largest unread body that is drained after a 413.
+const DRAIN_MAX: usize = 64 << 20;
+
+/// Answers 413 to a request whose declared body is over the limit.
+///
+/// tiny_http drains an unread body when the request is dropped, reading it
+/// into a zeroed buffer as large as what is left to read; a buffer larger
+/// than the kernel will map aborts the process. So the body is never left
+/// to that drain unless it is small enough: up to [`DRAIN_MAX`] the answer
+/// and the drain run in a short-lived thread (the worker goes on at once);
+/// beyond it the request is turned into a raw stream that is never dropped
+/// (its connection stays open until the heart exits) rather than risk the
+/// abort. That answer has the 413 status and the JSON error but, as a
+/// tiny_http upgrade, no `Content-Length`.
+fn refuse_oversized(request: Request) {
+    let declared = request.body_length().unwrap_or(0);
+    if declared <= DRAIN_MAX {
+        let reply = error_reply(&too_large());
+        let spawned = std::thread::Builder::new()
+            .name("drain".into())
+            .spawn(move || {
+                let _ = request.respond(response_of(reply));
+            });
+        if let Err(e) = spawned {
+            crate::cli::warn("pm-heart", format!("unable to start a drain thread: {e}"));
+        }
+    } else {
+        // The status line and headers go out with the upgrade; the body
+        // (whose length the client cannot know) follows on the raw stream.
+        let body = serde_json::to_vec(&protocol::ApiError {
+            error: format!("request body larger than {BODY_LIMIT} bytes"),
+        })
+        .unwrap_or_default();
+        let head = Response::empty(413);
+        let mut stream = request.upgrade("close", head);
+        let _ = stream.write_all(&body).and_then(|()| stream.flush());
+        std::mem::forget(stream);
+    }
 }
 
 /// True when the request carries `Authorization: Bearer TOKEN`.
@@ -91,11 +139,9 @@ fn authorised(node: &Node, request: &Request) -> bool {
         })
 }
 
-/// Reads the body, at most [`BODY_LIMIT`] bytes.
+/// Reads the body, at most [`BODY_LIMIT`] bytes (a declared length over
+/// the limit never gets here: see [`refuse_oversized`]).
 fn read_body(request: &mut Request) -> Result<Vec<u8>, Error> {
-    if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
-        return Err(too_large());
-    }
     let mut body = Vec::new();
     request
         .as_reader()
