@@ -1119,3 +1119,34 @@ fn the_periodic_check_notices_a_vanished_supervisor() {
     // It can be started again.
     assert_eq!(heart.start("victim").json()["state"], "RUNNING");
 }
+
+#[test]
+fn stalled_clients_do_not_block_the_api() {
+    let env = Env::new("stalled");
+    let heart = env.heart(&[]);
+    let app = env.app();
+    // More clients than the heart has workers, each stalled in its body.
+    let stalled: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&heart.addr).unwrap();
+            write!(
+                stream,
+                "POST /instances HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 5000\r\n\r\n{{",
+                heart.token
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    let began = Instant::now();
+    assert_eq!(http(&heart.addr, "GET", "/health", None, b"").status, 200);
+    assert_eq!(heart.call("GET", "/instances", None).status, 200);
+    assert_eq!(heart.register(web_instance("fine", &app)).status, 201);
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    drop(stalled);
+    assert_eq!(heart.terminate().code(), Some(0));
+}

@@ -21,6 +21,10 @@
 //! An instance id in a path that is not `[A-Za-z0-9-]{1,64}` is 400.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
@@ -62,15 +66,84 @@ fn error_reply(err: &Error) -> Reply {
     Reply::Json(status, body)
 }
 
+/// tiny_http reads a body up to this size before it hands the request
+/// over; a larger one is read from the socket by whoever handles it.
+const BUFFERED_BODY: usize = 1024;
+
+/// Most requests whose body is read in a thread of its own at once.
+const BODY_THREADS_MAX: usize = 64;
+
+/// Threads reading a request body, and those of them past the read.
+static BODY_THREADS: AtomicUsize = AtomicUsize::new(0);
+static BODY_PROCESSING: AtomicUsize = AtomicUsize::new(0);
+
 /// Handles one request and answers it; errors answering (a client that
 /// hung up) are ignored.
-pub(crate) fn handle(node: &Node, mut request: Request) {
+///
+/// A request whose body is still to be read from the socket is handled in
+/// a thread of its own (up to [`BODY_THREADS_MAX`] at once), so that a
+/// client that stalls in the middle of its body never holds one of the
+/// bounded pool of workers.
+pub(crate) fn handle(node: &Arc<Node>, mut request: Request) {
     if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
         refuse_oversized(request);
         return;
     }
-    let reply = route(node, &mut request);
+    let chunked = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Transfer-Encoding"));
+    let unread = request.body_length().map_or(chunked, |n| n > BUFFERED_BODY);
+    if !unread {
+        let reply = route(node, &mut request, None);
+        let _ = request.respond(response_of(reply));
+        return;
+    }
+    if BODY_THREADS.fetch_add(1, Ordering::SeqCst) >= BODY_THREADS_MAX {
+        BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+        respond_after_body(node, request);
+        return;
+    }
+    // The request goes to the thread through a channel, so that it stays
+    // here when the thread cannot be started.
+    let (tx, rx) = mpsc::channel::<Request>();
+    let thread_node = Arc::clone(node);
+    let spawned = thread::Builder::new()
+        .name("request-body".into())
+        .spawn(move || {
+            if let Ok(request) = rx.recv() {
+                respond_after_body(&thread_node, request);
+            }
+            BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+        });
+    match spawned {
+        Ok(_) => {
+            if let Err(mpsc::SendError(request)) = tx.send(request) {
+                respond_after_body(node, request);
+            }
+        }
+        Err(_) => {
+            BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+            respond_after_body(node, request);
+        }
+    }
+}
+
+/// Reads the body of `request`, then routes and answers it; counted in
+/// [`BODY_PROCESSING`] once the body is in.
+fn respond_after_body(node: &Node, mut request: Request) {
+    let body = read_body(&mut request);
+    BODY_PROCESSING.fetch_add(1, Ordering::SeqCst);
+    let reply = route(node, &mut request, Some(body));
     let _ = request.respond(response_of(reply));
+    BODY_PROCESSING.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Waits, at most `timeout`, for the requests whose body was read in a
+/// thread of their own and which are still being handled (a register
+/// copying its source); those still waiting for their body are dropped.
+pub(crate) fn wait_for_body_requests(timeout: Duration) -> bool {
+    crate::wait::until(timeout, || BODY_PROCESSING.load(Ordering::SeqCst) == 0)
 }
 
 fn response_of(reply: Reply) -> Response<std::io::Cursor<Vec<u8>>> {
@@ -185,7 +258,8 @@ fn tail_param(query: &str) -> Result<Option<usize>, Error> {
     Ok(None)
 }
 
-fn route(node: &Node, request: &mut Request) -> Reply {
+/// Routes a request; `body` is its body when already read.
+fn route(node: &Node, request: &mut Request, body: Option<Result<Vec<u8>, Error>>) -> Reply {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -194,13 +268,14 @@ fn route(node: &Node, request: &mut Request) -> Reply {
     if !open && !authorised(node, request) {
         return error_reply(&Error::api(401, "missing or wrong API token"));
     }
-    let result = dispatch(node, request, &method, &segments, query);
+    let result = dispatch(node, request, body, &method, &segments, query);
     result.unwrap_or_else(|e| error_reply(&e))
 }
 
 fn dispatch(
     node: &Node,
     request: &mut Request,
+    body: Option<Result<Vec<u8>, Error>>,
     method: &Method,
     segments: &[&str],
     query: &str,
@@ -219,7 +294,10 @@ fn dispatch(
             },
         )),
         (Post, ["instances"]) => {
-            let body = read_body(request)?;
+            let body = match body {
+                Some(body) => body?,
+                None => read_body(request)?,
+            };
             Ok(json_reply(201, &node.register(&body)?))
         }
         (Get, ["instances", id]) => {
