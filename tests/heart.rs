@@ -805,11 +805,20 @@ fn bad_input_is_refused_and_changes_nothing() {
     with("id in use", &|b| b["instance_id"] = json!("ok1"), 409);
     let big = vec![b' '; 2 << 20];
     cases.push(("oversized body", raw(&big), 413));
-    cases.push(("huge declared body", huge_declared(&heart.addr, None), 413));
+    cases.push((
+        "huge declared body",
+        huge_declared(&heart.addr, Some(&heart.token)),
+        413,
+    ));
     cases.push((
         "huge declared body, no token",
-        huge_declared(&heart.addr, Some("")),
-        413,
+        huge_declared(&heart.addr, None),
+        401,
+    ));
+    cases.push((
+        "oversized body, no token",
+        http(&heart.addr, "POST", "/instances", None, &big),
+        401,
     ));
     cases.push((
         "no token",

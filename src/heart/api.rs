@@ -86,7 +86,12 @@ static BODY_PROCESSING: AtomicUsize = AtomicUsize::new(0);
 /// bounded pool of workers.
 pub(crate) fn handle(node: &Arc<Node>, mut request: Request) {
     if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
-        refuse_oversized(request);
+        let error = if needs_token(request.url()) && !authorised(node, &request) {
+            unauthorised()
+        } else {
+            too_large()
+        };
+        refuse_oversized(request, &error);
         return;
     }
     let chunked = request
@@ -170,12 +175,12 @@ const DRAIN_MAX: usize = 64 << 20;
 /// and the drain run in a short-lived thread (the worker goes on at once);
 /// beyond it the request is turned into a raw stream that is never dropped
 /// (its connection stays open until the heart exits) rather than risk the
-/// abort. That answer has the 413 status and the JSON error but, as a
-/// tiny_http upgrade, no `Content-Length`.
-fn refuse_oversized(request: Request) {
+/// abort. That answer has the status (413, or 401 without the token) and
+/// the JSON error but, as a tiny_http upgrade, no `Content-Length`.
+fn refuse_oversized(request: Request, error: &Error) {
     let declared = request.body_length().unwrap_or(0);
     if declared <= DRAIN_MAX {
-        let reply = error_reply(&too_large());
+        let reply = error_reply(error);
         let spawned = std::thread::Builder::new()
             .name("drain".into())
             .spawn(move || {
@@ -187,15 +192,27 @@ fn refuse_oversized(request: Request) {
     } else {
         // The status line and headers go out with the upgrade; the body
         // (whose length the client cannot know) follows on the raw stream.
-        let body = serde_json::to_vec(&protocol::ApiError {
-            error: format!("request body larger than {BODY_LIMIT} bytes"),
-        })
-        .unwrap_or_default();
-        let head = Response::empty(413);
+        let (status, message) = match error {
+            Error::Api { status, message } => (*status, message.clone()),
+            other => (500, other.to_string()),
+        };
+        let body = serde_json::to_vec(&protocol::ApiError { error: message }).unwrap_or_default();
+        let head = Response::empty(status);
         let mut stream = request.upgrade("close", head);
         let _ = stream.write_all(&body).and_then(|()| stream.flush());
         std::mem::forget(stream);
     }
+}
+
+/// True for every path but `/health` and the exit reports.
+fn needs_token(url: &str) -> bool {
+    let path = url.split_once('?').map_or(url, |(path, _)| path);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    !matches!(segments.as_slice(), ["health"] | ["instance", "exit", ..])
+}
+
+fn unauthorised() -> Error {
+    Error::api(401, "missing or wrong API token")
 }
 
 /// True when the request carries `Authorization: Bearer TOKEN`.
@@ -264,9 +281,8 @@ fn route(node: &Node, request: &mut Request, body: Option<Result<Vec<u8>, Error>
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = request.method().clone();
-    let open = matches!(segments.as_slice(), ["health"] | ["instance", "exit", ..]);
-    if !open && !authorised(node, request) {
-        return error_reply(&Error::api(401, "missing or wrong API token"));
+    if needs_token(path) && !authorised(node, request) {
+        return error_reply(&unauthorised());
     }
     let result = dispatch(node, request, body, &method, &segments, query);
     result.unwrap_or_else(|e| error_reply(&e))
