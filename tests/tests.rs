@@ -1,4 +1,6 @@
 //! Integration tests: every test runs the real binaries.
 
+mod heart;
+mod runtime;
 mod supervisor;
 mod util;

@@ -9,10 +9,19 @@
 //! `status` for it.
 //!
 //! The [`Registry`] holds the built-in runtimes and finds external plugins
-//! in the plugin directories; the heart and `pm-runtime` both use it, so a
-//! runtime behaves the same from either.
+//! (`external`) in the plugin directories; the heart and `pm-runtime`
+//! (`cli`) both use it, so a runtime behaves the same from either. A
+//! built-in wins over a plugin of the same name. Every runtime matches a
+//! requested version by the one rule of `version`: whole dot-separated
+//! components, highest match first.
 
+mod cli;
+pub(crate) mod external;
+mod manager;
+pub(crate) mod nvm;
+pub(crate) mod rbenv;
 pub(crate) mod shell;
+pub(crate) mod version;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,6 +80,20 @@ pub(crate) trait Runtime: Send + Sync {
     /// VERSIONS: what this node can run; empty means "not on this node".
     fn versions(&self) -> Result<Vec<String>>;
 
+    /// The full version that ENVIRONMENT uses for the request `requested`
+    /// (`3.1` gives the highest `3.1.*`), by the rule of [`version`]. The
+    /// heart checks a requested version with this at register time;
+    /// `parameters` matter to runtimes whose versions depend on them
+    /// (`rbenv_path`, `nvm_path`). The default resolves against
+    /// [`Runtime::versions`].
+    ///
+    /// # Errors
+    ///
+    /// Nothing matches; the message lists the versions that exist.
+    fn resolve_version(&self, requested: &str, _parameters: &Parameters) -> Result<String> {
+        version::resolve(self.name(), requested, &self.versions()?)
+    }
+
     /// ENVIRONMENT: changes `env` so that `version` is used.
     ///
     /// # Errors
@@ -128,9 +151,15 @@ fn not_managed(runtime: &str, instance: &PluginInstance) -> Error {
 }
 
 /// The runtimes of this node: the built-ins, then external plugins.
+///
+/// Plugins are looked up in the plugin directories on every call, so a
+/// plugin dropped in (or removed) is seen without a restart. A built-in
+/// wins over a plugin of the same name; among plugins, the first directory
+/// wins.
 pub(crate) struct Registry {
     builtins: Vec<Arc<dyn Runtime>>,
     plugin_dirs: Vec<PathBuf>,
+    timeout: Duration,
 }
 
 /// The plugin directories when neither `--plugin-dir` nor
@@ -153,13 +182,33 @@ pub(crate) fn plugin_dirs(explicit: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 impl Registry {
-    /// The built-in runtimes and the plugins found in `plugin_dirs`.
+    /// The built-in runtimes and the plugins found in `plugin_dirs`, whose
+    /// calls may each take the time `PM_RUNTIME_TIMEOUT` sets (default
+    /// [`external::DEFAULT_TIMEOUT`]; an invalid value is ignored here and
+    /// reported by `pm-runtime`).
     pub(crate) fn new(plugin_dirs: Vec<PathBuf>) -> Registry {
-        let builtins: Vec<Arc<dyn Runtime>> = vec![Arc::new(shell::Shell)];
+        let mut builtins: Vec<Arc<dyn Runtime>> = vec![
+            Arc::new(shell::Shell),
+            Arc::new(rbenv::Rbenv),
+            Arc::new(nvm::Nvm),
+        ];
+        builtins.sort_by(|a, b| a.name().cmp(b.name()));
         Registry {
             builtins,
             plugin_dirs,
+            timeout: external::timeout_from_env().unwrap_or(external::DEFAULT_TIMEOUT),
         }
+    }
+
+    /// The same registry with a time limit of `timeout` per plugin call.
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Registry {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The time limit of one plugin call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The plugin directories searched.
@@ -173,37 +222,35 @@ impl Registry {
     ///
     /// No runtime has that name.
     pub(crate) fn get(&self, name: &str) -> Result<Arc<dyn Runtime>> {
-        self.builtins
-            .iter()
-            .find(|rt| rt.name() == name)
-            .cloned()
-            .ok_or_else(|| Error::invalid(format!("unknown runtime: {name}")))
+        if let Some(builtin) = self.builtins.iter().find(|rt| rt.name() == name) {
+            return Ok(Arc::clone(builtin));
+        }
+        match external::find(&self.plugin_dirs, name, self.timeout)? {
+            Some(plugin) => Ok(Arc::new(plugin)),
+            None => Err(Error::invalid(format!("unknown runtime: {name}"))),
+        }
     }
 
     /// Every runtime, built-ins first, sorted by name within each group.
     pub(crate) fn all(&self) -> Vec<Arc<dyn Runtime>> {
-        self.builtins.clone()
+        let mut all = self.builtins.clone();
+        for plugin in external::discover(&self.plugin_dirs, self.timeout) {
+            if !self.builtins.iter().any(|b| b.name() == plugin.name()) {
+                all.push(Arc::new(plugin));
+            }
+        }
+        all
     }
 }
 
-/// Checks that `version` is one of `versions`, or says which exist.
+/// Checks that `requested` matches one of `versions` by whole components
+/// (the rule of [`version`]), or says which exist.
 ///
 /// # Errors
 ///
-/// The version is not offered.
-pub(crate) fn require_version(runtime: &str, version: &str, versions: &[String]) -> Result<()> {
-    if versions.iter().any(|v| v == version) {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "runtime {runtime} has no version {version} (available: {})",
-            if versions.is_empty() {
-                "none".to_string()
-            } else {
-                versions.join(", ")
-            }
-        )))
-    }
+/// Nothing matches.
+pub(crate) fn require_version(runtime: &str, requested: &str, versions: &[String]) -> Result<()> {
+    version::resolve(runtime, requested, versions).map(|_| ())
 }
 
 /// Resolves `path` inside `root`, refusing anything that leaves it.
@@ -237,5 +284,5 @@ pub(crate) fn resolve_inside(root: &Path, path: &Path) -> Result<PathBuf> {
 
 /// Entry point of `pm-runtime`.
 pub fn main() -> ExitCode {
-    ExitCode::from(u8::from(crate::exit::Tool::Failure))
+    cli::main()
 }
