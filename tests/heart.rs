@@ -26,12 +26,14 @@ use crate::util::{alive, wait_for, wait_until, ChildGuard, Dir, HEART};
 /// The private port range lies inside the kernel's ephemeral range, so a
 /// client connection of any process on the machine (a start request of
 /// another test waiting for its answer) may hold an instance port for a
-/// while; the server retries its bind for up to 15 s on EADDRINUSE
+/// while, and a client that closed first leaves its port in TIME_WAIT for
+/// 60 s (the heart's own readiness probes do); the server retries its bind
+/// for up to 75 s on EADDRINUSE (the test instances wait 90 s for it)
 /// instead of failing the test on such a collision.
 const SERVER_PY: &str = r#"
 import errno, http.server, sys, time
 port = int(sys.argv[1])
-deadline = time.time() + 15
+deadline = time.time() + 75
 while True:
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
@@ -46,7 +48,7 @@ server.serve_forever()
 /// Next free block of the private port range.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(43000);
 const BLOCK: u16 = 25;
-const LONG: Duration = Duration::from_secs(30);
+const LONG: Duration = Duration::from_secs(120);
 
 /// A test's data directory and port block. On drop, every supervisor the
 /// heart started (pidfiles and catalog entries) is killed, so their
@@ -206,9 +208,7 @@ impl std::fmt::Debug for Answer {
 /// One HTTP/1.0 exchange (the server closes the connection after it).
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    stream.set_read_timeout(Some(LONG)).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
         body.len()
@@ -315,7 +315,7 @@ fn web_instance(id: &str, source: &Path) -> Value {
     shell_instance(
         id,
         source,
-        json!({"launch_command": "python3 server.py %(port)d"}),
+        json!({"launch_command": "python3 server.py %(port)d", "start_timeout": 90}),
     )
 }
 
@@ -327,6 +327,7 @@ fn web_instance_with_pid(id: &str, source: &Path) -> Value {
         json!({
             "launch_command": "echo $$ > app.pid; exec python3 server.py {port}",
             "shell": true,
+            "start_timeout": 90,
         }),
     )
 }
