@@ -45,7 +45,10 @@ enum Reply {
 fn json_reply(status: u16, value: &impl Serialize) -> Reply {
     match serde_json::to_vec(value) {
         Ok(bytes) => Reply::Json(status, bytes),
-        Err(e) => error_reply(&Error::api(500, format!("unable to encode the answer: {e}"))),
+        Err(e) => error_reply(&Error::api(
+            500,
+            format!("unable to encode the answer: {e}"),
+        )),
     }
 }
 
@@ -106,10 +109,7 @@ fn read_body(request: &mut Request) -> Result<Vec<u8>, Error> {
 }
 
 fn too_large() -> Error {
-    Error::api(
-        413,
-        format!("request body larger than {BODY_LIMIT} bytes"),
-    )
+    Error::api(413, format!("request body larger than {BODY_LIMIT} bytes"))
 }
 
 fn check_id(id: &str) -> Result<(), Error> {

@@ -20,9 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::process::Identity;
-use crate::protocol::{
-    Application, Environment, InstanceView, Restart, RuntimeSpec, State,
-};
+use crate::protocol::{Application, Environment, InstanceView, Restart, RuntimeSpec, State};
 
 /// Format version of `catalog.json`.
 pub(crate) const FORMAT: u32 = 1;

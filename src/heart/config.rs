@@ -65,7 +65,8 @@ impl std::str::FromStr for PortRange {
     type Err = String;
 
     fn from_str(text: &str) -> std::result::Result<PortRange, String> {
-        let bad = || format!("invalid port range {text:?}: expected LOW-HIGH, 1 <= LOW <= HIGH <= 65535");
+        let bad =
+            || format!("invalid port range {text:?}: expected LOW-HIGH, 1 <= LOW <= HIGH <= 65535");
         let (low, high) = text.split_once('-').ok_or_else(bad)?;
         let low: u16 = low.trim().parse().map_err(|_| bad())?;
         let high: u16 = high.trim().parse().map_err(|_| bad())?;
@@ -197,7 +198,8 @@ fn parse_interval(secs: f64) -> Result<Duration> {
 /// Reads `path` as a config file.
 fn read_file(path: &Path) -> Result<FileConfig> {
     let text = crate::fsutil::read_text(path, "config file")?;
-    serde_json::from_str(&text).map_err(|e| Error::json(format!("config file {}", path.display()), e))
+    serde_json::from_str(&text)
+        .map_err(|e| Error::json(format!("config file {}", path.display()), e))
 }
 
 /// Merges the command line over the config file over the defaults.
@@ -263,7 +265,13 @@ mod tests {
         let config = resolve(parse_args(Vec::<OsString>::new()).unwrap()).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:42500");
         assert_eq!(config.data_dir, PathBuf::from("./pm-data"));
-        assert_eq!(config.ports, PortRange { low: 42600, high: 42699 });
+        assert_eq!(
+            config.ports,
+            PortRange {
+                low: 42600,
+                high: 42699
+            }
+        );
         assert_eq!(config.check_interval, Duration::from_secs(10));
         assert!(!config.stop_on_exit);
     }
@@ -288,7 +296,13 @@ mod tests {
         .unwrap();
         let config = resolve(args).unwrap();
         assert_eq!(config.listen.port(), 0);
-        assert_eq!(config.ports, PortRange { low: 5000, high: 5009 });
+        assert_eq!(
+            config.ports,
+            PortRange {
+                low: 5000,
+                high: 5009
+            }
+        );
         assert_eq!(config.check_interval, Duration::from_secs(2));
         assert_eq!(config.plugin_dirs, [PathBuf::from("/p")]);
         assert!(config.stop_on_exit);

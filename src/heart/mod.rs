@@ -139,7 +139,10 @@ fn token(path: &Path) -> Result<String> {
         Ok(text) => {
             let token = text.trim().to_string();
             if token.is_empty() {
-                return Err(Error::invalid(format!("token file {} is empty", path.display())));
+                return Err(Error::invalid(format!(
+                    "token file {} is empty",
+                    path.display()
+                )));
             }
             Ok(token)
         }
@@ -218,8 +221,7 @@ fn serve(config: Config) -> Result<()> {
     };
 
     fsutil::write_atomic(&paths.address(), format!("{address}\n").as_bytes(), 0o644)?;
-    cli::print(&format!("listening on {listen}\n"))
-        .map_err(|e| Error::io("write", "stdout", e))?;
+    cli::print(&format!("listening on {listen}\n")).map_err(|e| Error::io("write", "stdout", e))?;
 
     loop {
         match signals.recv() {

@@ -96,7 +96,9 @@ pub(crate) enum Origin {
 
 /// Locks `mutex`, recovering the data if a holder panicked (none should).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Seconds since the Unix epoch.
@@ -228,8 +230,7 @@ fn run_bounded(cmd: &mut Command, timeout: Duration, what: &str) -> Result<Optio
     }
     match status {
         Some(s) => Ok(Some(
-            s.code()
-                .unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
         )),
         None => {
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
@@ -308,8 +309,8 @@ impl Node {
         let registry = Registry::new(runtime::plugin_dirs(&config.plugin_dirs));
         let heart_port = listen.port();
         let ip = listen.ip();
-        let report_url = (!ip.is_loopback() && !ip.is_unspecified())
-            .then(|| format!("http://{address}"));
+        let report_url =
+            (!ip.is_loopback() && !ip.is_unspecified()).then(|| format!("http://{address}"));
         let ctx = Context {
             data_dir: paths.root.clone(),
             supervisor: config.supervisor.clone(),
@@ -519,9 +520,7 @@ impl Node {
         runtime::require_version(&manifest.runtime.name, &manifest.runtime.version, &versions)
             .map_err(|e| Error::api(422, e.to_string()))?;
         rt.validate(&manifest.runtime.parameters, manifest.standalone)
-            .map_err(|e| {
-                Error::api(422, format!("runtime {}: {e}", manifest.runtime.name))
-            })?;
+            .map_err(|e| Error::api(422, format!("runtime {}: {e}", manifest.runtime.name)))?;
         shell::seconds_param(
             &manifest.runtime.parameters,
             "startup_timeout",
@@ -904,12 +903,7 @@ impl Node {
             })
         };
         let gone = || !launch::is_supervising(&identity, &control_path) || !still_starting();
-        let exited = || {
-            format!(
-                "exited before it was ready; log tail:\n{}",
-                tail()
-            )
-        };
+        let exited = || format!("exited before it was ready; log tail:\n{}", tail());
         match rec.port {
             None => {
                 if wait::until(launch.standalone_wait, gone) {
@@ -1070,7 +1064,10 @@ impl Node {
             if matches!(rec.state, State::Starting | State::Running) {
                 return Err(Error::api(
                     409,
-                    format!("cannot deregister {id}: it is {}; stop it first", rec.state.as_str()),
+                    format!(
+                        "cannot deregister {id}: it is {}; stop it first",
+                        rec.state.as_str()
+                    ),
                 ));
             }
             Ok(rec.clone())
@@ -1081,7 +1078,10 @@ impl Node {
         }
         let dir = self.paths.instance(id);
         if dir.parent() != Some(self.paths.instances().as_path()) {
-            return Err(Error::api(500, format!("refusing to remove {}", dir.display())));
+            return Err(Error::api(
+                500,
+                format!("refusing to remove {}", dir.display()),
+            ));
         }
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -1102,10 +1102,7 @@ impl Node {
             let _ = crate::fsutil::remove_if_exists(&path);
         }
         self.update(|cat| {
-            let mut rec = cat
-                .instances
-                .remove(id)
-                .ok_or_else(|| not_found(id))?;
+            let mut rec = cat.instances.remove(id).ok_or_else(|| not_found(id))?;
             rec.state = State::Deregistered;
             rec.message = "deregistered".into();
             Ok(rec.view())
@@ -1134,7 +1131,10 @@ impl Node {
                 .as_deref()
                 .is_some_and(|k| secret_eq(k.as_bytes(), key.as_bytes()));
             if !current {
-                return Err(Error::api(403, format!("exit key for {id} is stale or spent")));
+                return Err(Error::api(
+                    403,
+                    format!("exit key for {id} is stale or spent"),
+                ));
             }
             rec.exit_key = None;
             let mut restart = false;
@@ -1195,7 +1195,12 @@ impl Node {
                     .exit_key
                     .as_deref()
                     .is_some_and(|k| Some(k) != rec.exit_key.as_deref());
-            if stale || !matches!(rec.state, State::Running | State::Suspended | State::Starting) {
+            if stale
+                || !matches!(
+                    rec.state,
+                    State::Running | State::Suspended | State::Starting
+                )
+            {
                 return Ok(Some(false));
             }
             let restart = apply_exit(rec, Some(exited.code), exit_reason(exited.code), at);
@@ -1227,12 +1232,7 @@ impl Node {
         let candidates: Vec<Record> = self.peek(|cat| {
             cat.instances
                 .values()
-                .filter(|r| {
-                    matches!(
-                        r.state,
-                        State::Starting | State::Running | State::Suspended
-                    )
-                })
+                .filter(|r| matches!(r.state, State::Starting | State::Running | State::Suspended))
                 .cloned()
                 .collect()
         });
@@ -1494,12 +1494,8 @@ enum SourceKind {
 }
 
 fn source_kind(source: &Path) -> Result<SourceKind> {
-    let meta = fs::metadata(source).map_err(|e| {
-        Error::api(
-            422,
-            format!("source {}: {e}", source.display()),
-        )
-    })?;
+    let meta = fs::metadata(source)
+        .map_err(|e| Error::api(422, format!("source {}: {e}", source.display())))?;
     let name = source.to_string_lossy();
     if meta.is_dir() {
         Ok(SourceKind::Dir)

@@ -12,6 +12,7 @@
 //! in the plugin directories; the heart and `pm-runtime` both use it, so a
 //! runtime behaves the same from either.
 
+pub(crate) mod apache;
 pub(crate) mod shell;
 
 use std::path::{Path, PathBuf};
@@ -155,7 +156,11 @@ pub(crate) fn plugin_dirs(explicit: &[PathBuf]) -> Vec<PathBuf> {
 impl Registry {
     /// The built-in runtimes and the plugins found in `plugin_dirs`.
     pub(crate) fn new(plugin_dirs: Vec<PathBuf>) -> Registry {
-        let builtins: Vec<Arc<dyn Runtime>> = vec![Arc::new(shell::Shell)];
+        let builtins: Vec<Arc<dyn Runtime>> = vec![
+            Arc::new(shell::Shell),
+            Arc::new(apache::Php),
+            Arc::new(apache::Static),
+        ];
         Registry {
             builtins,
             plugin_dirs,
