@@ -60,6 +60,9 @@ use crate::wait;
 /// Extra time, beyond the instance's stop timeout, that a stop waits for
 /// the supervisor to go before it is killed.
 const STOP_MARGIN: Duration = Duration::from_secs(5);
+/// How long a supervisor whose command ended may take to report and exit
+/// during a stop before it is killed.
+const REPORT_GRACE: Duration = Duration::from_secs(2);
 /// How long a killed supervisor may take to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Default bound of each startup command (parameter `startup_timeout`).
@@ -195,6 +198,13 @@ pub(crate) fn log_tail(path: &Path, lines: Option<usize>) -> String {
             out
         }
     }
+}
+
+/// True when `pid` has no child process left (from
+/// `/proc/PID/task/PID/children`); false when that cannot be read.
+fn has_no_children(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .is_ok_and(|text| text.trim().is_empty())
 }
 
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
@@ -950,8 +960,29 @@ impl Node {
             return true;
         }
         identity.signal(Signal::SIGTERM);
-        if wait::until(stop_timeout + STOP_MARGIN, || !identity.is_alive()) {
+        // The supervisor lingers after its command ended only to deliver
+        // the exit report; when it reports to a port this heart no longer
+        // listens on (started by a heart on another address), it would
+        // retry for its whole report deadline. Once it has no child left,
+        // it gets REPORT_GRACE to report, then it is killed.
+        let mut childless_since: Option<Instant> = None;
+        let done = wait::until(stop_timeout + STOP_MARGIN, || {
+            if !identity.is_alive() {
+                return true;
+            }
+            if has_no_children(identity.pid) {
+                let since = *childless_since.get_or_insert_with(Instant::now);
+                return since.elapsed() >= REPORT_GRACE;
+            }
+            childless_since = None;
+            false
+        });
+        if done && !identity.is_alive() {
             return true;
+        }
+        if done {
+            identity.signal(Signal::SIGKILL);
+            return wait::until(KILL_WAIT, || !identity.is_alive());
         }
         cli::warn(
             PROG,
