@@ -1352,10 +1352,15 @@ impl Node {
                 continue;
             }
             let failure = if rec.managed {
-                let status = self
-                    .registry
-                    .get(&rec.runtime.name)
-                    .and_then(|rt| rt.status(&self.ctx, &self.plugin_instance(&rec)));
+                let instance = self.plugin_instance(&rec);
+                let status = self.registry.get(&rec.runtime.name).and_then(|rt| {
+                    rt.status(&self.ctx, &instance).inspect_err(|_| {
+                        // Undo what the managed daemon still holds for it
+                        // (its configuration), so that nothing half-served
+                        // remains and a restart starts clean.
+                        let _ = rt.stop(&self.ctx, &instance);
+                    })
+                });
                 match status {
                     Ok(_) => continue,
                     Err(e) => format!("status check failed: {e}"),
