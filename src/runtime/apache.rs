@@ -104,7 +104,8 @@ const OPTIONAL_MODULES: [&str; 10] = [
 /// Users Apache's children run as when the heart runs as root.
 const ROOT_USERS: [&str; 3] = ["www-data", "apache", "nobody"];
 
-/// How long Apache may take to answer on a port after a launch or reload.
+/// How long Apache may take to answer when it is relaunched after a
+/// failed reload (a start waits its `start_timeout`).
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a removed instance's port may take to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -766,6 +767,11 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
         ));
     }
     let port = instance.port.unwrap_or_default();
+    let ready = shell::seconds_param(
+        &instance.parameters,
+        "start_timeout",
+        shell::DEFAULT_START_TIMEOUT,
+    )?;
     let doc_root = resolve_document_root(instance)?;
     let install = Install::find()?;
     let text = instance_config(
@@ -795,7 +801,7 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
         fsutil::write_atomic(&file, text.as_bytes(), 0o644)?;
         let result = test_config(&install, &layout, id)
             .and_then(|()| check_port_free(port))
-            .and_then(|()| launch_apache(ctx, &install, &layout, port));
+            .and_then(|()| launch_apache(ctx, &install, &layout, port, ready));
         return match result {
             Ok(identity) => Ok(Started::Managed(format!(
                 "served by Apache (supervisor {}) on 127.0.0.1:{port}",
@@ -826,7 +832,7 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
         restore(&file)?;
         return Err(e);
     }
-    if let Err(e) = reload(&install, &layout, &apache, Some(port)) {
+    if let Err(e) = reload(&install, &layout, &apache, Some((port, ready))) {
         restore(&file)?;
         recover(ctx, &install, &layout);
         return Err(e);
@@ -888,9 +894,12 @@ fn status(ctx: &Context, instance: &PluginInstance) -> Result<String> {
     let port = instance
         .port
         .ok_or_else(|| Error::invalid(format!("instance {id} has no port")))?;
-    if !answers_http(port) {
+    // A connect, as SPEC §4 defines RUNNING: an Apache whose workers are
+    // all busy still accepts into its backlog, and must not be taken for
+    // dead (the heart would stop every instance of a busy node).
+    if !port_open(port) {
         return Err(Error::invalid(format!(
-            "Apache does not answer on port {port}"
+            "Apache does not accept connections on port {port}"
         )));
     }
     Ok(format!(
@@ -1005,7 +1014,13 @@ fn check_port_free(port: u16) -> Result<()> {
 
 /// Launches Apache in the foreground under a detached `pm-supervisor`,
 /// and waits for it to answer on `port`.
-fn launch_apache(ctx: &Context, install: &Install, layout: &Layout, port: u16) -> Result<Identity> {
+fn launch_apache(
+    ctx: &Context,
+    install: &Install,
+    layout: &Layout,
+    port: u16,
+    ready: Duration,
+) -> Result<Identity> {
     let report_url = ctx
         .heart_url
         .clone()
@@ -1043,7 +1058,7 @@ fn launch_apache(ctx: &Context, install: &Install, layout: &Layout, port: u16) -
     let json = serde_json::to_vec(&identity)
         .map_err(|e| Error::json(format!("identity {}", layout.identity.display()), e))?;
     fsutil::write_atomic(&layout.identity, &json, 0o644)?;
-    let up = wait::until(READY_TIMEOUT, || {
+    let up = wait::until(ready, || {
         answers_http(port) || !launch::is_supervising(&identity, &layout.control)
     });
     if up && answers_http(port) {
@@ -1058,8 +1073,14 @@ fn launch_apache(ctx: &Context, install: &Install, layout: &Layout, port: u16) -
 
 /// `apache2 -k graceful`, then waits until `port` answers (a start), or
 /// only until Apache has taken the signal (a stop). Fails if Apache died.
-fn reload(install: &Install, layout: &Layout, apache: &Identity, port: Option<u16>) -> Result<()> {
+fn reload(
+    install: &Install,
+    layout: &Layout,
+    apache: &Identity,
+    port: Option<(u16, Duration)>,
+) -> Result<()> {
     let log_start = fs::metadata(&layout.log).map(|m| m.len()).unwrap_or(0);
+    check_pid_file(layout, apache)?;
     let output = apache_command(install, layout)
         .args(["-k", "graceful"])
         .output()
@@ -1071,8 +1092,8 @@ fn reload(install: &Install, layout: &Layout, apache: &Identity, port: Option<u1
         )));
     }
     let alive = || launch::is_supervising(apache, &layout.control);
-    if let Some(port) = port {
-        wait::until(READY_TIMEOUT, || answers_http(port) || !alive());
+    if let Some((port, ready)) = port {
+        wait::until(ready, || answers_http(port) || !alive());
         if !alive() {
             return Err(Error::invalid(format!(
                 "Apache stopped on the reload: {}",
@@ -1082,7 +1103,7 @@ fn reload(install: &Install, layout: &Layout, apache: &Identity, port: Option<u1
         if !answers_http(port) {
             return Err(Error::invalid(format!(
                 "Apache did not answer on port {port} within {} s after the reload",
-                READY_TIMEOUT.as_secs()
+                ready.as_secs_f64()
             )));
         }
     } else if !alive() {
@@ -1097,8 +1118,8 @@ fn reload(install: &Install, layout: &Layout, apache: &Identity, port: Option<u1
 /// After a failed reload with the instance's file undone: brings Apache
 /// back on the remaining files if the reload killed it.
 fn recover(ctx: &Context, install: &Install, layout: &Layout) {
-    if running(layout).is_some() {
-        let _ = reload_quiet(install, layout);
+    if let Some(apache) = running(layout) {
+        let _ = reload_quiet(install, layout, &apache);
         return;
     }
     let Some(id) = layout.configured().into_iter().next() else {
@@ -1111,16 +1132,36 @@ fn recover(ctx: &Context, install: &Install, layout: &Layout) {
                 .find_map(|l| l.strip_prefix("Listen 127.0.0.1:")?.trim().parse().ok())
         });
     if let Some(port) = port {
-        let _ = launch_apache(ctx, install, layout, port);
+        let _ = launch_apache(ctx, install, layout, port, READY_TIMEOUT);
     }
 }
 
-fn reload_quiet(install: &Install, layout: &Layout) -> Result<()> {
+fn reload_quiet(install: &Install, layout: &Layout, apache: &Identity) -> Result<()> {
+    check_pid_file(layout, apache)?;
     apache_command(install, layout)
         .args(["-k", "graceful"])
         .output()
         .map(drop)
         .map_err(|e| Error::io("run", &install.binary, e))
+}
+
+/// Checks that Apache's pid file names the child of its supervisor: with
+/// no running server, `-k graceful` would start a second, daemonized
+/// Apache outside any supervisor.
+fn check_pid_file(layout: &Layout, apache: &Identity) -> Result<()> {
+    let pid: i32 = fs::read_to_string(&layout.httpd_pid)
+        .map_err(|e| Error::io("read Apache pid file", &layout.httpd_pid, e))?
+        .trim()
+        .parse()
+        .map_err(|_| Error::invalid(format!("bad pid in {}", layout.httpd_pid.display())))?;
+    match crate::process::stat(pid) {
+        Some(stat) if stat.ppid == apache.pid && stat.state != b'Z' => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "{} names pid {pid}, which is not the Apache of supervisor {}",
+            layout.httpd_pid.display(),
+            apache.pid
+        ))),
+    }
 }
 
 /// Stops Apache: SIGTERM to its supervisor (which ends Apache's process
