@@ -372,6 +372,10 @@ fn document_root_stays_inside_the_instance() {
         let (status, body) = heart.register(site(id, &site_dir, json!({"document_root": root})));
         assert_eq!(status, 422, "{root}: {body}");
     }
+    let mut standalone = site("alone", &site_dir, json!({}));
+    standalone["standalone"] = json!(true);
+    let (status, body) = heart.register(standalone);
+    assert_eq!(status, 422, "{body}");
     // A symlink out is found at start, once the files are in place.
     let refused = match heart.register(site("link", &site_dir, json!({"document_root": "out"}))) {
         (422, _) => true,

@@ -101,6 +101,17 @@ const OPTIONAL_MODULES: [&str; 10] = [
     "deflate",
 ];
 
+/// The system's MIME types (Debian and RHEL both have it).
+const SYSTEM_MIME_TYPES: &str = "/etc/mime.types";
+
+/// The MIME types written into the server root when the system has none
+/// (Apache will not start without a types file).
+const MIME_TYPES: &str = "text/html html htm\ntext/css css\ntext/plain txt\n\
+    text/javascript js mjs\napplication/json json\napplication/xml xml\n\
+    image/png png\nimage/jpeg jpg jpeg\nimage/gif gif\nimage/svg+xml svg\n\
+    image/webp webp\nimage/x-icon ico\nfont/woff woff\nfont/woff2 woff2\n\
+    application/pdf pdf\napplication/zip zip\n";
+
 /// Users Apache's children run as when the heart runs as root.
 const ROOT_USERS: [&str; 3] = ["www-data", "apache", "nobody"];
 
@@ -626,8 +637,8 @@ fn main_config(layout: &Layout, install: &Install, keep_port: Option<u16>) -> Re
     c.push_str("ServerName localhost\nServerTokens Prod\nServerSignature Off\n");
     c.push_str("Timeout 60\nKeepAlive On\nKeepAliveTimeout 5\n");
     c.push_str("StartServers 2\nMinSpareServers 2\nMaxSpareServers 8\nMaxRequestWorkers 150\n");
-    if Path::new("/etc/mime.types").is_file() {
-        c.push_str("TypesConfig \"/etc/mime.types\"\n");
+    if Path::new(SYSTEM_MIME_TYPES).is_file() {
+        c.push_str(&format!("TypesConfig \"{SYSTEM_MIME_TYPES}\"\n"));
     } else {
         c.push_str(&format!(
             "TypesConfig {}\n",
@@ -785,6 +796,9 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
     let _guard = lock();
     let layout = Layout::new(&ctx.data_dir);
     layout.create()?;
+    if !Path::new(SYSTEM_MIME_TYPES).is_file() {
+        fsutil::write_atomic(&layout.dir.join("mime.types"), MIME_TYPES.as_bytes(), 0o644)?;
+    }
     fsutil::write_atomic(
         &layout.conf,
         main_config(&layout, &install, keep_port()?)?.as_bytes(),
