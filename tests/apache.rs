@@ -77,7 +77,12 @@ struct Heart {
 
 impl Heart {
     fn start(data: &Path, ports: &str) -> Heart {
+        Heart::start_with(data, ports, &[])
+    }
+
+    fn start_with(data: &Path, ports: &str, env: &[(&str, &str)]) -> Heart {
         let mut child = Command::new(HEART)
+            .envs(env.iter().copied())
             .args([
                 "serve",
                 "--listen",
@@ -523,4 +528,29 @@ fn apache_outlives_the_heart_and_comes_back_when_killed() {
     });
     assert_eq!(body_of(pp, "/"), "php says hello");
     assert!(fetch(sp, "/").is_none(), "a failed instance is served");
+}
+
+#[test]
+fn a_node_without_apache_says_so() {
+    let dir = Dir::new("apache-missing");
+    let data = dir.join("data");
+    let _cleanup = Cleanup { data: data.clone() };
+    let missing = dir.join("no-such-apache2");
+    let heart = Heart::start_with(
+        &data,
+        "47060-47069",
+        &[("PM_APACHE_BIN", missing.to_str().unwrap())],
+    );
+    let (status, body) = heart.call("GET", "/runtimes", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["php"], json!([]), "{body}");
+    assert_eq!(body["static"], json!([]), "{body}");
+    let site_dir = static_site(&dir);
+    let (status, body) = heart.register(site("s", &site_dir, json!({})));
+    assert_eq!(status, 422, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("PM_APACHE_BIN") && error.contains("no-such-apache2"),
+        "{error}"
+    );
 }
