@@ -8,7 +8,7 @@ use std::process::ExitCode;
 pub enum Supervisor {
     /// The command ran and its end was reported or recorded.
     Success,
-    /// No control file: it was not given or does not exist.
+    /// No control file: it was not given or does not exist, or the command line is wrong.
     NoControlFile,
     /// The control file exists but cannot be read.
     Unreadable,

@@ -7,23 +7,22 @@
 //!
 //! This module also holds the OS side of running a command: the spawn with
 //! its pre-exec hook (credentials, parent-death signal), the detaching
-//! re-spawn, waiting without reaping (`WNOWAIT`, so a pid stays reserved
+//! fork, waiting without reaping (`WNOWAIT`, so a pid stays reserved
 //! until we choose to reap it) and signalling process groups.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::prctl;
 use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::{getgrouplist, Gid, Pid, Uid, User};
+use nix::unistd::{getgrouplist, ForkResult, Gid, Pid, Uid, User};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -312,32 +311,63 @@ pub(crate) fn ignored_signals() -> u64 {
     mask
 }
 
-/// Runs the program of this process again, detached: `arg0` and `args`
-/// as its argument vector, in a new session (`setsid`), with standard
-/// input, output and error on `/dev/null`. The new process is not waited
-/// for: once the caller exits, init (or the nearest subreaper) adopts it.
+/// Which side of [`detach`] we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detached {
+    /// The original process: it should exit at once.
+    Parent,
+    /// The detached copy, in a session of its own with standard input,
+    /// output and error on `/dev/null`: it goes on.
+    Child,
+}
+
+/// The number of threads of this process, from `/proc/self/status`.
+fn thread_count() -> Option<usize> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Forks; the child starts a new session and points its standard input,
+/// output and error at `/dev/null` (so a caller that reads our stderr to
+/// its end is not held by the child), and the parent is expected to exit
+/// at once, so that init (or the nearest subreaper) adopts the child and
+/// the caller never has to reap it. Unlike a re-exec, this keeps the
+/// command line (and saves an exec on every launch).
 ///
 /// # Errors
 ///
-/// The program cannot be run.
-pub(crate) fn respawn_detached(arg0: &OsStr, args: &[&OsStr]) -> Result<u32> {
-    let exe = Path::new("/proc/self/exe");
-    let mut cmd = Command::new(exe);
-    cmd.arg0(arg0)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid is a single async-signal-safe system call; the hook
-    // touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()?;
-            Ok(())
-        })
-    };
-    let child = cmd.spawn().map_err(|e| Error::io("run", exe, e))?;
-    Ok(child.id())
+/// The process has more than one thread (a forked copy of a threaded
+/// process may only make async-signal-safe calls), `/dev/null` cannot be
+/// opened, or `fork` fails.
+pub(crate) fn detach() -> Result<Detached> {
+    if thread_count() != Some(1) {
+        return Err(Error::sys("fork a process with threads", Errno::EBUSY));
+    }
+    let null = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| Error::io("open", "/dev/null", e))?;
+    // SAFETY: the process has exactly one thread (checked above, and
+    // nothing between the check and the fork starts one), so the child is
+    // a complete copy and may run any code, allocation included.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { .. }) => Ok(Detached::Parent),
+        Ok(ForkResult::Child) => {
+            let redirect = nix::unistd::dup2_stdin(&null)
+                .and_then(|()| nix::unistd::dup2_stdout(&null))
+                .and_then(|()| nix::unistd::dup2_stderr(&null));
+            redirect.map_err(|errno| Error::sys("redirect to /dev/null", errno))?;
+            nix::unistd::setsid().map_err(|errno| Error::sys("start a new session", errno))?;
+            Ok(Detached::Child)
+        }
+        Err(errno) => Err(Error::sys("fork", errno)),
+    }
 }
 
 /// Blocks until some child has ended and returns its status without

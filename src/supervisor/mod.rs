@@ -4,7 +4,7 @@
 //!
 //! 1. read and validate the control file (exit 1, 2 or 3 with one line on
 //!    stderr if it is missing, unreadable or invalid); with `--detach`,
-//!    re-run itself in a new session and exit 0 at once;
+//!    fork: the parent exits 0 at once, the child goes on in a new session;
 //! 2. catch SIGTERM, SIGHUP and SIGINT into the self-pipe, become a child
 //!    subreaper, open the log, start the command in its own process group
 //!    with SIGKILL as its parent-death signal; write the pidfile, then the
@@ -13,8 +13,8 @@
 //!    `signal-forwarder` thread turns a SIGTERM into SIGTERM to the
 //!    command's group and, after `stop_timeout`, SIGKILL;
 //! 4. once the command has ended, end every descendant left behind,
-//!    remove the pidfile and the control file, and report the code to the
-//!    heart or record it in the `.exited` file.
+//!    remove the control file, report the code to the heart or record it
+//!    in the `.exited` file, and remove the pidfile.
 //!
 //! The pid-reuse invariant: the command's pid sits in a slot under a
 //! mutex. The forwarder signals the group only while holding the lock
@@ -43,7 +43,7 @@ use crate::cli;
 use crate::error::{Error, Result};
 use crate::exit::Supervisor as Code;
 use crate::fsutil;
-use crate::process::{self, Credentials};
+use crate::process::{self, Credentials, Detached};
 use crate::protocol::{self, ControlFile};
 use crate::shellwords;
 use crate::signal::{self, SignalPipe};
@@ -268,9 +268,7 @@ pub fn main() -> ExitCode {
     // Before any descriptor of ours exists: whatever the caller let us
     // inherit must not reach the command.
     process::mark_inherited_cloexec();
-    let mut argv = std::env::args_os();
-    let arg0 = argv.next().unwrap_or_else(|| OsString::from(PROG));
-    let args = match parse_args(argv) {
+    let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(args) => args,
         Err(err) => {
             cli::fatal(PROG, format_args!("{err}; try --help"));
@@ -312,13 +310,14 @@ pub fn main() -> ExitCode {
             cli::fatal(PROG, err);
             return Code::System.into();
         }
-        return match process::respawn_detached(&arg0, &[control.as_os_str()]) {
-            Ok(_) => Code::Success.into(),
+        match process::detach() {
+            Ok(Detached::Parent) => return Code::Success.into(),
+            Ok(Detached::Child) => {}
             Err(err) => {
                 cli::fatal(PROG, err);
-                Code::System.into()
+                return Code::System.into();
             }
-        };
+        }
     }
     match run(config, pipe) {
         Ok(code) => code.into(),
@@ -355,8 +354,8 @@ impl Shared {
 ///
 /// # Errors
 ///
-/// Only failures before the command could be started, or the log cannot
-/// be opened; after that, problems are logged and worked around.
+/// The log cannot be opened. Everything after that is logged and worked
+/// around: once the command runs, the supervisor does not bail out.
 pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
     let log = Arc::new(Log::open(&config.log_file)?);
     if let Err(err) = process::become_subreaper() {
@@ -392,7 +391,11 @@ pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
                 }),
                 reaped: Condvar::new(),
             });
-            spawn_forwarder(pipe, &shared, &log, config.stop_timeout)?;
+            if let Err(err) = spawn_forwarder(pipe, &shared, &log, config.stop_timeout) {
+                // The command runs: we may no longer bail out. It can
+                // still be waited for and reported, and dies with us.
+                log.error(format_args!("{err}; stop requests will not be forwarded"));
+            }
             let status = wait_for_command(pid, &shared, &log);
             let stop_requested = shared.lock().stop_requested;
             let code = code_of(status, stop_requested, &log);
@@ -401,11 +404,16 @@ pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
         }
     };
 
-    remove_own_pidfile(&config.pidfile, &log);
+    // The control file goes first: once the heart has the report it may
+    // write a new one for the next start. The pidfile goes last, so that
+    // until the code is reported or recorded a live supervisor can be
+    // found, and it is removed only if it still names us.
     if let Err(err) = fsutil::remove_if_exists(&config.control_path) {
         log.warn(format_args!("{err}"));
     }
-    Ok(match report::send(&config.target, code, &log) {
+    let outcome = report::send(&config.target, code, &log);
+    remove_own_pidfile(&config.pidfile, &log);
+    Ok(match outcome {
         Outcome::Reported | Outcome::Recorded => Code::Success,
         Outcome::Refused(_) | Outcome::Lost => Code::Unrecorded,
     })
@@ -422,6 +430,13 @@ fn start(config: &Config, log: &Log) -> io::Result<Pid> {
             None => String::new(),
         }
     ));
+    if let Err(err) = std::fs::metadata(&config.cwd) {
+        log.error(format_args!(
+            "Unable to use the working directory {}: {err}",
+            config.cwd.display()
+        ));
+        return Err(err);
+    }
     let out = log.file().try_clone()?;
     let err = log.file().try_clone()?;
     let mut cmd = Command::new(&config.argv[0]);

@@ -1,0 +1,494 @@
+//! Benchmark of `pm-supervisor` against the targets of SPEC §6.
+//!
+//! Run with `cargo bench --bench supervisor` (it measures
+//! `target/release/pm-supervisor`, which cargo builds for the bench, and
+//! `target/x86_64-unknown-linux-musl/release/pm-supervisor` when that has
+//! been built with `cargo build --release --target
+//! x86_64-unknown-linux-musl`). Set `PM_BENCH_RUNS` to change the number
+//! of timed runs (default 50).
+//!
+//! What it reports, medians over the runs, state on tmpfs (`/dev/shm`):
+//!
+//! - memory of one supervisor, and of each of 100 running at once: RSS,
+//!   PSS and USS (`Private_Clean + Private_Dirty`) from
+//!   `/proc/PID/smaps_rollup`;
+//! - launch → exec: from `spawn` of `pm-supervisor` (and of
+//!   `pm-supervisor --detach`) to the application writing its first byte
+//!   into a FIFO. The application is this very bench binary in "app mode"
+//!   (it writes the byte first thing in `main`), and the same time with
+//!   the application spawned directly, without a supervisor, is given as
+//!   the baseline: the difference is what the supervisor adds;
+//! - SIGTERM → gone: from SIGTERM to the supervisor until the application
+//!   is gone (its end of the FIFO hangs up), until the exit report arrives
+//!   at a tiny_http fake heart, and until the supervisor has exited.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::{mkfifo, Pid};
+use serde_json::json;
+
+/// Every wait in the bench is bounded by this.
+const BOUND: Duration = Duration::from_secs(20);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--app") {
+        app(&args[2]);
+    }
+    let runs: usize = std::env::var("PM_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let binaries = [
+        ("gnu", PathBuf::from(env!("CARGO_BIN_EXE_pm-supervisor"))),
+        (
+            "musl",
+            Path::new(root).join("target/x86_64-unknown-linux-musl/release/pm-supervisor"),
+        ),
+    ];
+    let scratch = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    }
+    .join(format!("pm-bench-supervisor-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch).expect("create scratch directory");
+    let heart = Heart::new();
+    let bench = Bench {
+        scratch: scratch.clone(),
+        heart,
+        me: std::env::current_exe().expect("own executable"),
+        counter: std::cell::Cell::new(0),
+    };
+
+    println!("pm-supervisor benchmark: {runs} timed runs per figure, medians, state on tmpfs");
+    let baseline = bench.baseline(runs);
+    println!(
+        "baseline: spawn → app running, without a supervisor: {}",
+        ms(baseline)
+    );
+    for (name, exe) in &binaries {
+        if !exe.is_file() {
+            println!("\n[{name}] {} not built; skipped", exe.display());
+            continue;
+        }
+        let size = fs::metadata(exe).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "\n[{name}] {} ({size} bytes, {:.0} KiB)",
+            exe.display(),
+            size as f64 / 1024.0
+        );
+        for n in [1, 100] {
+            let m = bench.memory(exe, n);
+            println!(
+                "memory, {n:>3} running: RSS {:.0} KiB, PSS {:.0} KiB, USS {:.0} KiB per supervisor",
+                m.rss, m.pss, m.uss
+            );
+        }
+        let launch = bench.launch(exe, runs, false);
+        let detached = bench.launch(exe, runs, true);
+        println!(
+            "launch → app running: {} (supervisor adds {}); with --detach: {}",
+            ms(launch),
+            ms(launch.saturating_sub(baseline)),
+            ms(detached)
+        );
+        let stop = bench.stop(exe, runs);
+        println!(
+            "SIGTERM → app gone {}, → report at heart {}, → supervisor exited {}; \
+             report after app exit {}",
+            ms(stop.app_gone),
+            ms(stop.reported),
+            ms(stop.exited),
+            ms(stop.report_after_exit)
+        );
+    }
+    let _ = fs::remove_dir_all(&scratch);
+}
+
+/// App mode: tell the bench we run, then idle until killed.
+fn app(fifo: &str) -> ! {
+    if let Ok(mut f) = OpenOptions::new().write(true).open(fifo) {
+        let _ = f.write_all(b"x");
+        // Keep the FIFO open: its hang-up tells the bench we are gone.
+        loop {
+            thread::park();
+        }
+    }
+    std::process::exit(1)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn median_f(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// A fake heart that answers 200 and tells when each report came.
+struct Heart {
+    server: Arc<tiny_http::Server>,
+    port: u16,
+    reports: Receiver<(String, Instant)>,
+}
+
+impl Heart {
+    fn new() -> Heart {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind fake heart"));
+        let port = server.server_addr().to_ip().expect("ip address").port();
+        let (tx, reports) = mpsc::channel();
+        let srv = Arc::clone(&server);
+        thread::spawn(move || {
+            for rq in srv.incoming_requests() {
+                let _ = tx.send((rq.url().to_owned(), Instant::now()));
+                let _ = rq.respond(tiny_http::Response::empty(200));
+            }
+        });
+        Heart {
+            server,
+            port,
+            reports,
+        }
+    }
+
+    fn report(&self) -> (String, Instant) {
+        self.reports
+            .recv_timeout(BOUND)
+            .expect("no exit report in time")
+    }
+}
+
+impl Drop for Heart {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+struct Bench {
+    scratch: PathBuf,
+    heart: Heart,
+    me: PathBuf,
+    counter: std::cell::Cell<u32>,
+}
+
+/// One instance's files.
+struct Instance {
+    dir: PathBuf,
+    control: PathBuf,
+    fifo: PathBuf,
+    startflag: PathBuf,
+}
+
+struct Memory {
+    rss: f64,
+    pss: f64,
+    uss: f64,
+}
+
+struct Stop {
+    app_gone: Duration,
+    reported: Duration,
+    exited: Duration,
+    report_after_exit: Duration,
+}
+
+impl Bench {
+    /// Writes the control file of a new instance whose command is `argv`
+    /// (`{fifo}` is replaced by the FIFO's path).
+    fn instance(&self, argv: &[&str]) -> Instance {
+        let n = self.counter.get();
+        self.counter.set(n + 1);
+        let dir = self.scratch.join(format!("i{n}"));
+        fs::create_dir_all(&dir).expect("create instance directory");
+        let fifo = dir.join("fifo");
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| a.replace("{fifo}", &fifo.to_string_lossy()))
+            .collect();
+        let control = dir.join("control.json");
+        let startflag = dir.join("started");
+        let doc = json!({
+            "instance_id": format!("bench-{n}"),
+            "command": argv,
+            "cwd": dir,
+            "environment": {"PATH": "/usr/bin:/bin"},
+            "exit_key": "k",
+            "port": self.heart.port,
+            "log_file": dir.join("log"),
+            "pidfile": dir.join("pid"),
+            "startflagfile": startflag,
+            "stop_timeout": 10,
+            "report_deadline": 10,
+        });
+        fs::write(&control, doc.to_string()).expect("write control file");
+        Instance {
+            dir,
+            control,
+            fifo,
+            startflag,
+        }
+    }
+
+    /// Opens the FIFO's read end (non-blocking, so that the open returns
+    /// before a writer exists).
+    fn open_fifo(&self, inst: &Instance) -> File {
+        mkfifo(&inst.fifo, Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&inst.fifo)
+            .expect("open FIFO")
+    }
+
+    fn app_argv(&self) -> [&str; 3] {
+        [self.me.to_str().expect("UTF-8 path"), "--app", "{fifo}"]
+    }
+
+    /// Spawn → app running, with the app spawned directly.
+    fn baseline(&self, runs: usize) -> Duration {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let inst = self.instance(&[]);
+            let mut fifo = self.open_fifo(&inst);
+            let start = Instant::now();
+            let child = Command::new(&self.me)
+                .arg("--app")
+                .arg(&inst.fifo)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn app");
+            wait_byte(&mut fifo);
+            times.push(start.elapsed());
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            reap(child);
+            let _ = fs::remove_dir_all(&inst.dir);
+        }
+        median(times)
+    }
+
+    /// Launch → app running through `exe`.
+    fn launch(&self, exe: &Path, runs: usize, detach: bool) -> Duration {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let inst = self.instance(&self.app_argv());
+            let mut fifo = self.open_fifo(&inst);
+            let mut cmd = Command::new(exe);
+            if detach {
+                cmd.arg("--detach");
+            }
+            cmd.arg(&inst.control).stdin(Stdio::null());
+            let start = Instant::now();
+            let child = cmd.spawn().expect("spawn pm-supervisor");
+            wait_byte(&mut fifo);
+            times.push(start.elapsed());
+            let (pid, waiter) = if detach {
+                reap(child);
+                wait_file(&inst.startflag);
+                (read_pid(&inst.dir.join("pid")), None)
+            } else {
+                wait_file(&inst.startflag);
+                (child.id() as i32, Some(exit_waiter(child)))
+            };
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            let _ = self.heart.report();
+            if let Some(waiter) = waiter {
+                let _ = waiter.recv_timeout(BOUND);
+            }
+            wait_gone(pid);
+            let _ = fs::remove_dir_all(&inst.dir);
+        }
+        median(times)
+    }
+
+    /// SIGTERM → app gone, report, supervisor exited.
+    fn stop(&self, exe: &Path, runs: usize) -> Stop {
+        let (mut gone, mut reported, mut exited, mut after) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let inst = self.instance(&self.app_argv());
+            let mut fifo = self.open_fifo(&inst);
+            let child = Command::new(exe)
+                .arg(&inst.control)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn pm-supervisor");
+            let pid = child.id() as i32;
+            wait_byte(&mut fifo);
+            wait_file(&inst.startflag);
+            let waiter = exit_waiter(child);
+            let start = Instant::now();
+            kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
+            let t_gone = wait_hangup(&mut fifo);
+            let (url, t_report) = self.heart.report();
+            assert!(url.ends_with("/0"), "unexpected report {url}");
+            let t_exit = waiter.recv_timeout(BOUND).expect("supervisor did not exit");
+            gone.push(t_gone - start);
+            reported.push(t_report - start);
+            exited.push(t_exit - start);
+            after.push(t_report.saturating_duration_since(t_gone));
+            let _ = fs::remove_dir_all(&inst.dir);
+        }
+        Stop {
+            app_gone: median(gone),
+            reported: median(reported),
+            exited: median(exited),
+            report_after_exit: median(after),
+        }
+    }
+
+    /// Memory of each of `n` supervisors running at once.
+    fn memory(&self, exe: &Path, n: usize) -> Memory {
+        let mut running = Vec::new();
+        for _ in 0..n {
+            let inst = self.instance(&["sleep", "3600"]);
+            let child = Command::new(exe)
+                .arg(&inst.control)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn pm-supervisor");
+            running.push((inst, child));
+        }
+        for (inst, _) in &running {
+            wait_file(&inst.startflag);
+        }
+        let (mut rss, mut pss, mut uss) = (Vec::new(), Vec::new(), Vec::new());
+        for (_, child) in &running {
+            let rollup = fs::read_to_string(format!("/proc/{}/smaps_rollup", child.id()))
+                .expect("read smaps_rollup");
+            let field = |name: &str| -> f64 {
+                rollup
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0)
+            };
+            rss.push(field("Rss:"));
+            pss.push(field("Pss:"));
+            uss.push(field("Private_Clean:") + field("Private_Dirty:"));
+        }
+        for (_, child) in &running {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        }
+        for _ in 0..n {
+            let _ = self.heart.report();
+        }
+        for (inst, child) in running {
+            reap(child);
+            let _ = fs::remove_dir_all(&inst.dir);
+        }
+        Memory {
+            rss: median_f(rss),
+            pss: median_f(pss),
+            uss: median_f(uss),
+        }
+    }
+}
+
+/// Reaps `child`, waiting at most [`BOUND`].
+fn reap(child: Child) {
+    let _ = exit_waiter(child).recv_timeout(BOUND);
+}
+
+/// Waits for `child` in a thread and sends the moment it exited.
+fn exit_waiter(mut child: Child) -> Receiver<Instant> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = child.wait();
+        let _ = tx.send(Instant::now());
+    });
+    rx
+}
+
+/// Polls `fd` for `events` until they come; panics after [`BOUND`].
+fn poll_for(file: &File, events: PollFlags) -> PollFlags {
+    let mut fds = [PollFd::new(file.as_fd(), events)];
+    let timeout = PollTimeout::try_from(BOUND.as_millis() as i32).expect("timeout");
+    match poll(&mut fds, timeout) {
+        Ok(n) if n > 0 => fds[0].revents().unwrap_or(PollFlags::empty()),
+        other => panic!("FIFO: no event within {BOUND:?}: {other:?}"),
+    }
+}
+
+/// Waits for the application's first byte.
+fn wait_byte(fifo: &mut File) {
+    loop {
+        let revents = poll_for(fifo, PollFlags::POLLIN);
+        let mut byte = [0u8; 1];
+        if revents.contains(PollFlags::POLLIN) && fifo.read(&mut byte).unwrap_or(0) == 1 {
+            return;
+        }
+    }
+}
+
+/// Waits until the application's end of the FIFO hangs up.
+fn wait_hangup(fifo: &mut File) -> Instant {
+    loop {
+        let revents = poll_for(fifo, PollFlags::POLLIN);
+        if revents.contains(PollFlags::POLLHUP) {
+            return Instant::now();
+        }
+        let mut buf = [0u8; 16];
+        let _ = fifo.read(&mut buf);
+    }
+}
+
+/// Polls for `path` with a growing interval, up to [`BOUND`].
+fn wait_file(path: &Path) {
+    let deadline = Instant::now() + BOUND;
+    let mut interval = Duration::from_micros(100);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear",
+            path.display()
+        );
+        thread::sleep(interval);
+        interval = (interval * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn read_pid(path: &Path) -> i32 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {}", path.display()))
+}
+
+/// Waits until `pid` is gone or a zombie, up to [`BOUND`].
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + BOUND;
+    let mut interval = Duration::from_micros(100);
+    loop {
+        let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rfind(')').map(|i| s[i + 2..].chars().next()));
+        if !matches!(state, Some(Some(c)) if c != 'Z') {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} did not go");
+        thread::sleep(interval);
+        interval = (interval * 2).min(Duration::from_millis(20));
+    }
+}
