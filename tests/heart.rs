@@ -344,6 +344,26 @@ fn fetch(port: u64, path: &str) -> Option<String> {
     Some(text.split_once("\r\n\r\n")?.1.to_string())
 }
 
+/// True when a socket LISTENs on `port` (from `/proc/net/tcp*`; a connect
+/// to a free loopback port could connect to itself).
+fn listening(port: u64) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3
+                    && fields[3] == "0A"
+                    && fields[1]
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| u64::from_str_radix(p, 16).ok())
+                        == Some(port)
+            })
+    })
+}
+
 fn port_answers(port: u64) -> bool {
     TcpStream::connect(("127.0.0.1", port as u16)).is_ok()
 }
@@ -393,7 +413,7 @@ fn whole_lifecycle_through_the_api() {
     let answer = heart.stop("life");
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.json()["state"], "STOPPED");
-    assert!(!port_answers(port), "port {port} still answers after stop");
+    assert!(!listening(port), "port {port} still listened on after stop");
 
     // Start again on the same port (its TIME_WAIT connections do not count).
     assert_eq!(heart.start("life").status, 200);
