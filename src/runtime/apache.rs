@@ -573,7 +573,7 @@ fn valid_env_name(name: &str) -> bool {
 fn main_config(layout: &Layout, install: &Install, keep_port: Option<u16>) -> Result<String> {
     let mut c = String::new();
     c.push_str("# The managed Apache of pm-heart: written on every start, do not edit.\n");
-    c.push_str("# Instances are the files in instances/; nothing here uses ${VAR}.\n");
+    c.push_str("# Instances are the files in instances/; no variable is referenced here.\n");
     let root = quote_path("data directory", &layout.dir)?;
     c.push_str(&format!("ServerRoot {root}\n"));
     c.push_str(&format!(
@@ -1367,5 +1367,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("newline"), "{err}");
+    }
+
+    #[test]
+    fn main_config_quotes_paths_and_listens_only_when_asked() {
+        let base = std::env::temp_dir().join(format!("pm-apache-conf-{}", std::process::id()));
+        let modules = base.join("mod ules");
+        fs::create_dir_all(&modules).unwrap();
+        for name in REQUIRED_MODULES.iter().chain(["rewrite"].iter()) {
+            fs::write(modules.join(format!("mod_{name}.so")), "").unwrap();
+        }
+        let install = Install {
+            binary: PathBuf::from("/bin/false"),
+            module_dir: modules.clone(),
+            mod_php: Some(modules.join("libphp8.2.so")),
+        };
+        let layout = Layout::new(&base.join("da\"ta"));
+        let text = main_config(&layout, &install, None).unwrap();
+        assert!(text.contains(&format!(
+            "LoadModule rewrite_module \"{}/mod_rewrite.so\"",
+            modules.display()
+        )));
+        assert!(!text.contains("LoadModule headers_module"));
+        assert!(text.contains("LoadModule php_module"));
+        assert!(text.contains("php_admin_flag engine off"));
+        assert!(
+            text.contains("/da\\\"ta/runtimes/apache/instances/*.conf\"\n"),
+            "{text}"
+        );
+        assert!(!text.contains("${"));
+        assert!(!text.lines().any(|l| l.starts_with("Listen")));
+        let kept = main_config(&layout, &install, Some(47999)).unwrap();
+        assert!(kept.contains("\nListen 127.0.0.1:47999\n"));
+        let missing = Layout::new(Path::new("/d"));
+        fs::remove_file(modules.join("mod_env.so")).unwrap();
+        let err = main_config(&missing, &install, None).unwrap_err();
+        assert!(err.to_string().contains("module env"), "{err}");
+        fs::remove_dir_all(base).unwrap();
     }
 }
