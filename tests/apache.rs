@@ -80,7 +80,15 @@ impl Heart {
         Heart::start_with(data, ports, &[])
     }
 
+    fn start_stop_on_exit(data: &Path, ports: &str) -> Heart {
+        Heart::spawn(data, ports, &[], &["--stop-on-exit"])
+    }
+
     fn start_with(data: &Path, ports: &str, env: &[(&str, &str)]) -> Heart {
+        Heart::spawn(data, ports, env, &[])
+    }
+
+    fn spawn(data: &Path, ports: &str, env: &[(&str, &str)], extra: &[&str]) -> Heart {
         let mut child = Command::new(HEART)
             .envs(env.iter().copied())
             .args([
@@ -95,6 +103,7 @@ impl Heart {
             .args(["--ports", ports])
             .arg("--supervisor")
             .arg(SUPERVISOR)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -553,4 +562,29 @@ fn a_node_without_apache_says_so() {
         error.contains("PM_APACHE_BIN") && error.contains("no-such-apache2"),
         "{error}"
     );
+}
+
+#[test]
+fn stop_on_exit_takes_apache_down_with_the_heart() {
+    let dir = Dir::new("apache-stop-on-exit");
+    let data = dir.join("data");
+    let _cleanup = Cleanup { data: data.clone() };
+    let mut heart = Heart::start_with(&data, "47070-47079", &[]);
+    let site_dir = static_site(&dir);
+    let s = run(&heart, site("s", &site_dir, json!({})));
+    let httpd = read_pid(&apache_dir(&data).join("run/httpd.pid")).unwrap();
+
+    // Without --stop-on-exit, SIGTERM leaves Apache serving.
+    kill(Pid::from_raw(heart.child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(heart.child.wait().unwrap().success());
+    assert_eq!(body_of(port_of(&s), "/page.html"), "<p>a static page</p>\n");
+    assert!(alive(httpd));
+
+    drop(heart);
+    let mut heart = Heart::start_stop_on_exit(&data, "47070-47079");
+    assert_eq!(heart.show("s")["state"], "RUNNING");
+    kill(Pid::from_raw(heart.child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(heart.child.wait().unwrap().success());
+    wait_until(T, "Apache to stop with the heart", || !alive(httpd));
+    assert!(fetch(port_of(&s), "/").is_none());
 }

@@ -1240,9 +1240,16 @@ fn log_since(path: &Path, offset: u64) -> String {
         let _ = file.read_to_end(&mut bytes);
         text = String::from_utf8_lossy(&bytes).into_owned();
     }
+    // Apache's own lines, and of the supervisor's (which start with their
+    // timestamp) only how the command ended.
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.contains(":warn]"))
+        .filter(|l| {
+            !l.starts_with(|c: char| c.is_ascii_digit())
+                || l.contains("Completed with result code")
+                || l.contains("Failed to start")
+        })
         .collect();
     if lines.is_empty() {
         "nothing in its log".into()
