@@ -21,6 +21,27 @@ use serde_json::{json, Value};
 
 use crate::util::{alive, wait_for, wait_until, ChildGuard, Dir, HEART};
 
+/// The test application: serves its directory on 127.0.0.1:PORT.
+///
+/// The private port range lies inside the kernel's ephemeral range, so a
+/// client connection of any process on the machine may hold an instance
+/// port for a moment; the server retries its bind for a few seconds on
+/// EADDRINUSE instead of failing the test on such a collision.
+const SERVER_PY: &str = r#"
+import errno, http.server, sys, time
+port = int(sys.argv[1])
+deadline = time.time() + 5
+while True:
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+        break
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE or time.time() > deadline:
+            raise
+        time.sleep(0.05)
+server.serve_forever()
+"#;
+
 /// Next free block of the private port range.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(43000);
 const BLOCK: u16 = 25;
@@ -106,9 +127,11 @@ impl Env {
         serde_json::from_slice(&fs::read(self.data().join("catalog.json")).unwrap()).unwrap()
     }
 
-    /// Writes a source directory with one file and returns its path.
+    /// Writes a source directory with one file and the test web server,
+    /// and returns its path.
     fn app(&self) -> PathBuf {
         self.dir.write("app/hello.txt", "hello from the app\n");
+        self.dir.write("app/server.py", SERVER_PY);
         self.dir.join("app")
     }
 }
@@ -219,6 +242,17 @@ impl Heart {
         http(&self.addr, method, path, Some(&self.token), &bytes)
     }
 
+    /// Sends a request without a body and closes the connection at once.
+    fn send_and_forget(&self, method: &str, path: &str) {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.token
+        )
+        .unwrap();
+    }
+
     fn register(&self, body: Value) -> Answer {
         self.call("POST", "/instances", Some(body))
     }
@@ -291,7 +325,7 @@ fn web_instance(id: &str, source: &Path) -> Value {
     shell_instance(
         id,
         source,
-        json!({"launch_command": "python3 -m http.server %(port)d --bind 127.0.0.1"}),
+        json!({"launch_command": "python3 server.py %(port)d"}),
     )
 }
 
@@ -301,7 +335,7 @@ fn web_instance_with_pid(id: &str, source: &Path) -> Value {
         id,
         source,
         json!({
-            "launch_command": "echo $$ > app.pid; exec python3 -m http.server {port} --bind 127.0.0.1",
+            "launch_command": "echo $$ > app.pid; exec python3 server.py {port}",
             "shell": true,
         }),
     )
@@ -858,15 +892,29 @@ fn twenty_concurrent_starts() {
             });
         }
     });
+    // Twenty client connections held open for the length of a start
+    // would hold twenty ephemeral ports, and those may be instance ports
+    // (the private range lies inside the kernel's ephemeral range): each
+    // start request is sent and its connection closed at once; the heart
+    // carries on, and the test watches the states.
     thread::scope(|scope| {
         for id in &ids {
             let heart = &heart;
-            scope.spawn(move || {
-                let answer = heart.start(id);
-                assert_eq!(answer.status, 200, "{id}: {answer:?}");
-            });
+            scope.spawn(move || heart.send_and_forget("POST", &format!("/instances/{id}/start")));
         }
     });
+    for id in &ids {
+        let view = wait_for(
+            LONG,
+            &format!("{id} to leave REGISTERED and STARTING"),
+            || {
+                let view = heart.show(id);
+                let state = view["state"].as_str().unwrap_or("").to_string();
+                (state != "REGISTERED" && state != "STARTING").then_some(view)
+            },
+        );
+        assert_eq!(view["state"], "RUNNING", "{view}");
+    }
     let list = heart.call("GET", "/instances", None).json();
     let instances = list["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 20);
@@ -964,4 +1012,67 @@ fn serve_help_names_every_option_and_config_keys_are_checked() {
     let heart = env.heart(&["--config", file.to_str().unwrap()]);
     assert_ne!(heart.addr, "127.0.0.1:1");
     assert!(heart.pid() > 0);
+}
+
+#[test]
+fn sigterm_leaves_applications_running_unless_exclusive() {
+    let env = Env::new("sigterm");
+    let heart = env.heart(&[]);
+    let app = env.app();
+    let mut pids = HashMap::new();
+    for (id, exclusive) in [("shared", false), ("own", true)] {
+        let mut body = web_instance(id, &app);
+        body["exclusive"] = json!(exclusive);
+        assert_eq!(heart.register(body).status, 201);
+        let view = heart.start(id).json();
+        assert_eq!(view["state"], "RUNNING", "{view}");
+        pids.insert(id, view["pid"].as_i64().unwrap() as i32);
+    }
+    assert_eq!(heart.terminate().code(), Some(0));
+    assert!(
+        is_supervisor(pids["shared"]),
+        "a shared instance outlives the heart"
+    );
+    assert!(
+        !alive(pids["own"]),
+        "an exclusive instance stops with the heart"
+    );
+    let catalog = env.catalog();
+    assert_eq!(catalog["instances"]["own"]["state"], "STOPPED");
+    assert_eq!(catalog["instances"]["shared"]["state"], "RUNNING");
+
+    let heart = env.heart(&["--stop-on-exit"]);
+    assert_eq!(heart.state("shared"), "RUNNING");
+    assert_eq!(heart.terminate().code(), Some(0));
+    assert!(
+        !alive(pids["shared"]),
+        "--stop-on-exit stops every instance"
+    );
+    assert_eq!(env.catalog()["instances"]["shared"]["state"], "STOPPED");
+}
+
+#[test]
+fn the_periodic_check_notices_a_vanished_supervisor() {
+    let env = Env::new("check");
+    let heart = env.heart(&["--check-interval", "0.2"]);
+    let app = env.app();
+    let mut body = shell_instance(
+        "victim",
+        &app,
+        json!({"launch_command": "sleep 300", "standalone_wait": 0.1}),
+    );
+    body["standalone"] = json!(true);
+    assert_eq!(heart.register(body).status, 201);
+    let supervisor = heart.start("victim").json()["pid"].as_i64().unwrap() as i32;
+    kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
+    let view = heart.wait_state("victim", "ERROR");
+    assert!(
+        view["message"]
+            .as_str()
+            .unwrap()
+            .contains("supervisor is gone"),
+        "{view}"
+    );
+    // It can be started again.
+    assert_eq!(heart.start("victim").json()["state"], "RUNNING");
 }

@@ -11,7 +11,9 @@
 //!
 //! Every change of the catalog is written to `catalog.json` before the
 //! request that made it is answered (one write may carry several changes:
-//! a writer that finds a newer catalog already on disk skips its own).
+//! a writer that finds a newer catalog already on disk skips its own). A
+//! write that fails is reported on stderr and retried with the next change;
+//! only the write at start-up is fatal.
 //!
 //! State machine (SPEC §4):
 //!
@@ -427,7 +429,12 @@ impl Node {
             }
             (out, store.generation, bytes)
         };
-        self.persist(generation, &bytes)?;
+        // The change is made; a catalog that cannot be written is reported
+        // and written again with the next change (the heart keeps serving
+        // rather than leave an operation half done in memory).
+        if let Err(e) = self.persist(generation, &bytes) {
+            cli::warn(PROG, &e);
+        }
         Ok(out)
     }
 
@@ -453,7 +460,12 @@ impl Node {
     ///
     /// The catalog cannot be written.
     pub(crate) fn save(&self) -> Result<()> {
-        self.update(|_| Ok(()))
+        let (generation, bytes) = {
+            let mut store = lock(&self.store);
+            store.generation += 1;
+            (store.generation, store.catalog.to_bytes()?)
+        };
+        self.persist(generation, &bytes)
     }
 
     /// The lock that serialises operations on instance `id`.
