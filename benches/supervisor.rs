@@ -13,13 +13,14 @@
 //!   PSS and USS (`Private_Clean + Private_Dirty`) from
 //!   `/proc/PID/smaps_rollup`;
 //! - launch → exec: from `spawn` of `pm-supervisor` (and of
-//!   `pm-supervisor --detach`) to the application writing its first byte
-//!   into a FIFO. The application is this very bench binary in "app mode"
-//!   (it writes the byte first thing in `main`), and the same time with
-//!   the application spawned directly, without a supervisor, is given as
-//!   the baseline: the difference is what the supervisor adds;
+//!   `pm-supervisor --detach`) to the first output of a static application
+//!   (the musl `pm-supervisor --version`, or the gnu one if the musl build
+//!   is missing), read from a FIFO that is the instance's log file. The
+//!   same application spawned directly by the bench, its stdout on the
+//!   FIFO, is the baseline: the difference is what the supervisor adds;
 //! - SIGTERM → gone: from SIGTERM to the supervisor until the application
-//!   is gone (its end of the FIFO hangs up), until the exit report arrives
+//!   is gone (the application, this bench binary in "app mode", holds a
+//!   FIFO open and its end hangs up), until the exit report arrives
 //!   at a tiny_http fake heart, and until the supervisor has exited.
 
 use std::fs::{self, File, OpenOptions};
@@ -76,9 +77,20 @@ fn main() {
     };
 
     println!("pm-supervisor benchmark: {runs} timed runs per figure, medians, state on tmpfs");
-    let baseline = bench.baseline(runs);
+    // The application of the launch figures: a static binary that writes
+    // one line at once (the musl pm-supervisor's --version), or the gnu
+    // one when the musl build is missing.
+    let app = binaries
+        .iter()
+        .rev()
+        .map(|(_, exe)| exe)
+        .find(|exe| exe.is_file())
+        .expect("a pm-supervisor binary")
+        .clone();
+    let baseline = bench.baseline(&app, runs);
     println!(
-        "baseline: spawn → app running, without a supervisor: {}",
+        "baseline: spawn → first output of {} --version, no supervisor: {}",
+        app.display(),
         ms(baseline)
     );
     for (name, exe) in &binaries {
@@ -99,13 +111,14 @@ fn main() {
                 m.rss, m.pss, m.uss
             );
         }
-        let launch = bench.launch(exe, runs, false);
-        let detached = bench.launch(exe, runs, true);
+        let launch = bench.launch(exe, &app, runs, false);
+        let detached = bench.launch(exe, &app, runs, true);
         println!(
-            "launch → app running: {} (supervisor adds {}); with --detach: {}",
+            "launch → app output: {} (supervisor adds {}); with --detach: {} (adds {})",
             ms(launch),
             ms(launch.saturating_sub(baseline)),
-            ms(detached)
+            ms(detached),
+            ms(detached.saturating_sub(baseline))
         );
         let stop = bench.stop(exe, runs);
         println!(
@@ -217,6 +230,12 @@ impl Bench {
     /// Writes the control file of a new instance whose command is `argv`
     /// (`{fifo}` is replaced by the FIFO's path).
     fn instance(&self, argv: &[&str]) -> Instance {
+        self.instance_with_log(argv, true)
+    }
+
+    /// Like [`Bench::instance`]; with `log_on_fifo` the FIFO is also the
+    /// log file, so that the command's output arrives there.
+    fn instance_with_log(&self, argv: &[&str], log_on_fifo: bool) -> Instance {
         let n = self.counter.get();
         self.counter.set(n + 1);
         let dir = self.scratch.join(format!("i{n}"));
@@ -235,7 +254,7 @@ impl Bench {
             "environment": {"PATH": "/usr/bin:/bin"},
             "exit_key": "k",
             "port": self.heart.port,
-            "log_file": dir.join("log"),
+            "log_file": if log_on_fifo { fifo.clone() } else { dir.join("log") },
             "pidfile": dir.join("pid"),
             "startflagfile": startflag,
             "stop_timeout": 10,
@@ -265,34 +284,46 @@ impl Bench {
         [self.me.to_str().expect("UTF-8 path"), "--app", "{fifo}"]
     }
 
-    /// Spawn → app running, with the app spawned directly.
-    fn baseline(&self, runs: usize) -> Duration {
+    /// Spawn → first output of the static application, spawned directly
+    /// with its stdout on the FIFO.
+    fn baseline(&self, app: &Path, runs: usize) -> Duration {
         let mut times = Vec::new();
         for _ in 0..runs {
             let inst = self.instance(&[]);
             let mut fifo = self.open_fifo(&inst);
+            let writer = OpenOptions::new()
+                .write(true)
+                .open(&inst.fifo)
+                .expect("open FIFO for writing");
             let start = Instant::now();
-            let child = Command::new(&self.me)
-                .arg("--app")
-                .arg(&inst.fifo)
+            let child = Command::new(app)
+                .arg("--version")
                 .stdin(Stdio::null())
+                .stdout(writer)
                 .spawn()
                 .expect("spawn app");
-            wait_byte(&mut fifo);
+            wait_text(&mut fifo, APP_OUTPUT);
             times.push(start.elapsed());
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             reap(child);
             let _ = fs::remove_dir_all(&inst.dir);
         }
         median(times)
     }
 
-    /// Launch → app running through `exe`.
-    fn launch(&self, exe: &Path, runs: usize, detach: bool) -> Duration {
+    /// Launch of `exe` → first output of the static application, which
+    /// reaches the FIFO because the FIFO is the instance's log file.
+    fn launch(&self, exe: &Path, app: &Path, runs: usize, detach: bool) -> Duration {
         let mut times = Vec::new();
         for _ in 0..runs {
-            let inst = self.instance(&self.app_argv());
+            let app = app.to_str().expect("UTF-8 path");
+            let inst = self.instance(&[app, "--version"]);
             let mut fifo = self.open_fifo(&inst);
+            // A writer of our own, so that the detaching parent's check of
+            // the log file (open, close) does not hang the FIFO up.
+            let _keep = OpenOptions::new()
+                .write(true)
+                .open(&inst.fifo)
+                .expect("open FIFO for writing");
             let mut cmd = Command::new(exe);
             if detach {
                 cmd.arg("--detach");
@@ -300,22 +331,15 @@ impl Bench {
             cmd.arg(&inst.control).stdin(Stdio::null());
             let start = Instant::now();
             let child = cmd.spawn().expect("spawn pm-supervisor");
-            wait_byte(&mut fifo);
+            wait_text(&mut fifo, APP_OUTPUT);
             times.push(start.elapsed());
-            let (pid, waiter) = if detach {
-                reap(child);
-                wait_file(&inst.startflag);
-                (read_pid(&inst.dir.join("pid")), None)
-            } else {
-                wait_file(&inst.startflag);
-                (child.id() as i32, Some(exit_waiter(child)))
-            };
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            let _ = self.heart.report();
-            if let Some(waiter) = waiter {
-                let _ = waiter.recv_timeout(BOUND);
+            let (url, _) = self.heart.report();
+            assert!(url.ends_with("/0"), "unexpected report {url}");
+            reap(child);
+            if detach {
+                // The detached supervisor removes its pidfile last.
+                wait_gone_file(&inst.dir.join("pid"));
             }
-            wait_gone(pid);
             let _ = fs::remove_dir_all(&inst.dir);
         }
         median(times)
@@ -326,7 +350,7 @@ impl Bench {
         let (mut gone, mut reported, mut exited, mut after) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
-            let inst = self.instance(&self.app_argv());
+            let inst = self.instance_with_log(&self.app_argv(), false);
             let mut fifo = self.open_fifo(&inst);
             let child = Command::new(exe)
                 .arg(&inst.control)
@@ -361,7 +385,7 @@ impl Bench {
     fn memory(&self, exe: &Path, n: usize) -> Memory {
         let mut running = Vec::new();
         for _ in 0..n {
-            let inst = self.instance(&["sleep", "3600"]);
+            let inst = self.instance_with_log(&["sleep", "3600"], false);
             let child = Command::new(exe)
                 .arg(&inst.control)
                 .stdin(Stdio::null())
@@ -442,6 +466,32 @@ fn wait_byte(fifo: &mut File) {
     }
 }
 
+/// What the static application writes first.
+const APP_OUTPUT: &[u8] = b"pm-supervisor 0.";
+
+/// Reads the FIFO until `needle` has arrived.
+fn wait_text(fifo: &mut File, needle: &[u8]) {
+    let mut seen = Vec::new();
+    loop {
+        let revents = poll_for(fifo, PollFlags::POLLIN);
+        let mut buf = [0u8; 4096];
+        match fifo.read(&mut buf) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ if revents.contains(PollFlags::POLLHUP) => {
+                panic!(
+                    "FIFO closed before {:?}; it said: {}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(&seen)
+                )
+            }
+            _ => {}
+        }
+        if seen.windows(needle.len()).any(|w| w == needle) {
+            return;
+        }
+    }
+}
+
 /// Waits until the application's end of the FIFO hangs up.
 fn wait_hangup(fifo: &mut File) -> Instant {
     loop {
@@ -469,25 +519,12 @@ fn wait_file(path: &Path) {
     }
 }
 
-fn read_pid(path: &Path) -> i32 {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {}", path.display()))
-}
-
-/// Waits until `pid` is gone or a zombie, up to [`BOUND`].
-fn wait_gone(pid: i32) {
+/// Polls until `path` is gone, up to [`BOUND`].
+fn wait_gone_file(path: &Path) {
     let deadline = Instant::now() + BOUND;
     let mut interval = Duration::from_micros(100);
-    loop {
-        let state = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rfind(')').map(|i| s[i + 2..].chars().next()));
-        if !matches!(state, Some(Some(c)) if c != 'Z') {
-            return;
-        }
-        assert!(Instant::now() < deadline, "pid {pid} did not go");
+    while path.exists() {
+        assert!(Instant::now() < deadline, "{} did not go", path.display());
         thread::sleep(interval);
         interval = (interval * 2).min(Duration::from_millis(20));
     }

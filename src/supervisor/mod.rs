@@ -193,6 +193,17 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
     if words.iter().any(|w| w.contains('\0')) {
         return Err(Error::invalid("command contains a NUL byte"));
     }
+    let bad_variable = |(name, value): (&String, &String)| {
+        name.is_empty() || name.contains(['=', '\0']) || value.contains('\0')
+    };
+    if let Some((name, _)) = control.environment.iter().find(|v| bad_variable(*v)) {
+        return Err(Error::invalid(format!(
+            "environment variable {name:?} has a bad name or value"
+        )));
+    }
+    if control.cwd.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(Error::invalid("cwd contains a NUL byte"));
+    }
     let argv = if control.shell {
         vec!["/bin/sh".to_owned(), "-c".to_owned(), words.join(" ")]
     } else {
@@ -211,7 +222,9 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
         _ => return Err(Error::invalid("neither port nor report_url is given")),
     };
     if !valid_url_segment(&control.exit_key) {
-        return Err(Error::invalid("exit_key is empty or not URL-safe"));
+        return Err(Error::invalid(
+            "exit_key is empty or holds a character that is not allowed in a URL path segment",
+        ));
     }
     let stop_timeout = seconds(
         "stop_timeout",
@@ -248,11 +261,12 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
     })
 }
 
-/// A key the heart chose must be one URL path segment as it is.
+/// A key the heart chose must be one URL path segment as it is: RFC 3986
+/// `pchar`s without percent-encoding.
 fn valid_url_segment(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b))
 }
 
 fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<Duration> {
@@ -364,16 +378,14 @@ pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
 
     let code = match start(&config, &log) {
         Err(err) => {
-            let errno = err.raw_os_error().unwrap_or(0);
-            let code = if errno == Errno::ENOENT as i32 {
-                127
-            } else {
-                126
+            let (code, reason) = match err.raw_os_error() {
+                Some(errno) if errno == Errno::ENOENT as i32 => {
+                    (127, Errno::ENOENT.desc().to_owned())
+                }
+                Some(errno) => (126, Errno::from_raw(errno).desc().to_owned()),
+                None => (126, err.to_string()),
             };
-            log.error(format_args!(
-                "Failed to start up: {}",
-                Errno::from_raw(errno).desc()
-            ));
+            log.error(format_args!("Failed to start up: {reason}"));
             write_state_file(&config.startflag, b"", &log);
             code
         }
@@ -652,6 +664,66 @@ mod tests {
         assert!(parse_args(["/a", "/b"]).is_err());
         assert!(parse_args(["--bogus"]).is_err());
         assert!(parse_args(["--help"]).unwrap().help);
+    }
+
+    #[test]
+    fn exit_keys_must_be_plain_path_segments() {
+        assert!(valid_url_segment("3f9c2a-KEY_x.y~z+="));
+        assert!(!valid_url_segment(""));
+        assert!(!valid_url_segment("a/b"));
+        assert!(!valid_url_segment("a b"));
+        assert!(!valid_url_segment("a%20"));
+        assert!(!valid_url_segment("a?b"));
+    }
+
+    fn control(json: &str) -> ControlFile {
+        serde_json::from_str(json).unwrap()
+    }
+
+    const BASE: &str = r#""instance_id": "web-1", "cwd": "/", "exit_key": "k",
+        "port": 1, "log_file": "/l", "pidfile": "/run/p", "startflagfile": "/s""#;
+
+    #[test]
+    fn validate_resolves_the_command_and_the_report_target() {
+        let c = control(&format!(
+            r#"{{{BASE}, "command": "echo 'a b'", "environment": {{}}}}"#
+        ));
+        let config = validate(Path::new("/c.json"), c).unwrap();
+        assert_eq!(config.argv, ["echo", "a b"]);
+        assert_eq!(config.target.base, "http://127.0.0.1:1");
+        assert_eq!(
+            config.target.exited_file,
+            PathBuf::from("/run/web-1.exited")
+        );
+        assert_eq!(config.stop_timeout, Duration::from_secs(10));
+        assert_eq!(config.target.deadline, Duration::from_secs(45));
+
+        let c = control(&format!(
+            r#"{{{BASE}, "command": ["echo", "a"], "shell": true, "environment": {{}}}}"#
+        ));
+        let config = validate(Path::new("/c.json"), c).unwrap();
+        assert_eq!(config.argv, ["/bin/sh", "-c", "echo a"]);
+    }
+
+    #[test]
+    fn validate_refuses_bad_values() {
+        for (command, env) in [
+            (r#"[]"#, "{}"),
+            (r#""""#, "{}"),
+            (r#""'open""#, "{}"),
+            (r#"["a\u0000b"]"#, "{}"),
+            (r#"["a"]"#, r#"{"A=B": "c"}"#),
+            (r#"["a"]"#, r#"{"": "c"}"#),
+            (r#"["a"]"#, r#"{"A": "c\u0000"}"#),
+        ] {
+            let c = control(&format!(
+                r#"{{{BASE}, "command": {command}, "environment": {env}}}"#
+            ));
+            assert!(
+                validate(Path::new("/c.json"), c).is_err(),
+                "{command} {env}"
+            );
+        }
     }
 
     #[test]
