@@ -447,6 +447,26 @@ fn a_rejected_configuration_harms_only_its_instance() {
     assert_eq!(heart.show("b")["state"], "RUNNING");
     assert_eq!(heart.show("c")["state"], "RUNNING");
 
+    // What `-t` cannot see (an error log Apache could not open on the
+    // reload, and would die of) is refused before the reload.
+    let httpd = read_pid(&apache_dir(&data).join("run/httpd.pid")).unwrap();
+    fs::create_dir_all(data.join("logs/d.log")).unwrap();
+    let (status, view) = heart.register(site("d", &site_dir, json!({})));
+    assert_eq!(status, 201, "{view}");
+    let (status, view) = heart.start_instance("d");
+    assert_ne!(status, 200, "{view}");
+    let view = heart.show("d");
+    assert_eq!(view["state"], "ERROR", "{view}");
+    assert!(
+        view["message"].as_str().unwrap().contains("d.log"),
+        "{view}"
+    );
+    assert_eq!(
+        read_pid(&apache_dir(&data).join("run/httpd.pid")),
+        Some(httpd)
+    );
+    assert_eq!(body_of(port_of(&b), "/page.html"), "<p>a static page</p>\n");
+
     // Fixed (a start writes it anew), it serves again.
     let (status, view) = heart.start_instance("a");
     assert_eq!(status, 200, "{view}");

@@ -784,12 +784,21 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
         shell::DEFAULT_START_TIMEOUT,
     )?;
     let doc_root = resolve_document_root(instance)?;
+    // Apache opens every error log on each reload and dies if one cannot
+    // be opened, which `-t` does not check: open it first (Apache's parent
+    // runs as the heart's user).
+    let error_log = log_path(ctx, id);
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&error_log)
+        .map_err(|e| Error::io("open the error log", &error_log, e))?;
     let install = Install::find()?;
     let text = instance_config(
         instance,
         flavor,
         &doc_root,
-        &log_path(ctx, id),
+        &error_log,
         install.mod_php.is_some(),
     )?;
 
@@ -1133,12 +1142,17 @@ fn reload(
 /// back on the remaining files if the reload killed it.
 fn recover(ctx: &Context, install: &Install, layout: &Layout) {
     if let Some(apache) = running(layout) {
-        let _ = reload_quiet(install, layout, &apache);
+        if test_config(install, layout, "").is_ok() {
+            let _ = reload_quiet(install, layout, &apache);
+        }
         return;
     }
     let Some(id) = layout.configured().into_iter().next() else {
         return;
     };
+    if test_config(install, layout, "").is_err() {
+        return;
+    }
     let port = fs::read_to_string(layout.instance_conf(&id))
         .ok()
         .and_then(|text| {
