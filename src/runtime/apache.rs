@@ -393,6 +393,8 @@ pub(crate) struct Layout {
 impl Layout {
     /// The layout under `data_dir`.
     pub(crate) fn new(data_dir: &Path) -> Layout {
+        // Apache and its supervisor run elsewhere: every path is absolute.
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
         let dir = data_dir.join("runtimes").join("apache");
         let run = dir.join("run");
         Layout {
@@ -767,7 +769,8 @@ fn keep_port() -> Result<Option<u16>> {
 }
 
 fn log_path(ctx: &Context, id: &str) -> PathBuf {
-    ctx.data_dir.join("logs").join(format!("{id}.log"))
+    let data_dir = std::path::absolute(&ctx.data_dir).unwrap_or_else(|_| ctx.data_dir.clone());
+    data_dir.join("logs").join(format!("{id}.log"))
 }
 
 fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Started> {
