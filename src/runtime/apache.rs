@@ -21,6 +21,16 @@
 //! - A broken file of another instance found by the test is set aside
 //!   (`ID.conf.rejected`, with Apache's message in `ID.error`) and that
 //!   instance's `status` fails with the message; the others keep serving.
+//! - The instance environment reaches PHP as `SetEnv NAME "VALUE"`, with
+//!   `\` and `"` escaped. A newline, carriage return or NUL cannot be
+//!   written into a directive at all, so such a value fails the start with
+//!   an error naming the variable: encoding it would hand the application
+//!   a value it was never given.
+//! - An instance's Apache error log, which holds PHP's errors, is the
+//!   instance log `DATA_DIR/logs/ID.log`, so `pm-heart log ID` shows it.
+//! - Status is: Apache's supervisor alive, the file present, and a TCP
+//!   connect to the port (SPEC §4's RUNNING; an Apache whose workers are
+//!   all busy still accepts, and is not taken for dead).
 //! - The supervisor's exit report goes to the heart under the instance id
 //!   [`SUPERVISOR_ID`] with a random key that no instance ever holds, so
 //!   the heart refuses it (403 or 404) and nothing changes; the
