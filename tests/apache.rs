@@ -608,3 +608,43 @@ fn stop_on_exit_takes_apache_down_with_the_heart() {
     wait_until(T, "Apache to stop with the heart", || !alive(httpd));
     assert!(fetch(port_of(&s), "/").is_none());
 }
+
+#[test]
+fn concurrent_starts_do_not_race_on_reloads() {
+    let dir = Dir::new("apache-concurrent");
+    let data = dir.join("data");
+    let _cleanup = Cleanup { data: data.clone() };
+    let heart = Arc::new(Heart::start(&data, "47080-47089"));
+    let site_dir = static_site(&dir);
+    let ids: Vec<String> = (0..6).map(|n| format!("c{n}")).collect();
+    for id in &ids {
+        let (status, view) = heart.register(site(id, &site_dir, json!({})));
+        assert_eq!(status, 201, "{view}");
+    }
+    // All at once, Apache not running yet: one launches it, the others
+    // reload it, one at a time.
+    let threads: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let heart = Arc::clone(&heart);
+            let id = id.clone();
+            thread::spawn(move || heart.start_instance(&id))
+        })
+        .collect();
+    for thread in threads {
+        let (status, view) = thread.join().unwrap();
+        assert_eq!(status, 200, "{view}");
+    }
+    for id in &ids {
+        let view = heart.show(id);
+        assert_eq!(view["state"], "RUNNING", "{view}");
+        assert_eq!(
+            body_of(port_of(&view), "/page.html"),
+            "<p>a static page</p>\n"
+        );
+    }
+    let instances = fs::read_dir(apache_dir(&data).join("instances"))
+        .unwrap()
+        .count();
+    assert_eq!(instances, ids.len());
+}
