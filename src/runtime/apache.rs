@@ -836,7 +836,7 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
         clear_instances(&layout)?;
         fsutil::write_atomic(&file, text.as_bytes(), 0o644)?;
         let result = test_config(&install, &layout, id)
-            .and_then(|()| check_port_free(port))
+            .and_then(|()| check_port_free(port, ready))
             .and_then(|()| launch_apache(ctx, &install, &layout, port, ready));
         return match result {
             Ok(identity) => Ok(Started::Managed(format!(
@@ -861,7 +861,7 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
         }
     };
     if !was_listening {
-        check_port_free(port)?;
+        check_port_free(port, ready)?;
     }
     fsutil::write_atomic(&file, text.as_bytes(), 0o644)?;
     if let Err(e) = test_config(&install, &layout, id) {
@@ -1041,11 +1041,31 @@ fn apache_command(install: &Install, layout: &Layout) -> Command {
 }
 
 /// Refuses a port that something else listens on: Apache would die on
-/// the reload that tries to bind it, taking every instance with it.
-fn check_port_free(port: u16) -> Result<()> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-        .map(drop)
-        .map_err(|e| Error::invalid(format!("port {port} is not free: {e}")))
+/// the reload that tries to bind it, taking every instance with it. A
+/// port held only by a client connection (the instance range may lie in
+/// the kernel's ephemeral range, and Linux hands out its even ports to
+/// `connect`) is waited for, up to `limit` (the instance's start timeout).
+fn check_port_free(port: u16, limit: Duration) -> Result<()> {
+    if port_open(port) {
+        return Err(Error::invalid(format!(
+            "port {port} is in use: another process listens on it"
+        )));
+    }
+    let mut last = None;
+    let free = wait::until(limit, || {
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            Ok(_) => true,
+            Err(e) => {
+                last = Some(e);
+                false
+            }
+        }
+    });
+    match (free, last) {
+        (true, _) => Ok(()),
+        (false, Some(e)) => Err(Error::invalid(format!("port {port} is not free: {e}"))),
+        (false, None) => Err(Error::invalid(format!("port {port} is not free"))),
+    }
 }
 
 /// Launches Apache in the foreground under a detached `pm-supervisor`,
