@@ -87,11 +87,9 @@ fn main() {
         .find(|exe| exe.is_file())
         .expect("a pm-supervisor binary")
         .clone();
-    let baseline = bench.baseline(&app, runs);
     println!(
-        "baseline: spawn → first output of {} --version, no supervisor: {}",
-        app.display(),
-        ms(baseline)
+        "launch application: {} --version (static; its first output is the \"exec\" mark)",
+        app.display()
     );
     for (name, exe) in &binaries {
         if !exe.is_file() {
@@ -111,14 +109,15 @@ fn main() {
                 m.rss, m.pss, m.uss
             );
         }
-        let launch = bench.launch(exe, &app, runs, false);
-        let detached = bench.launch(exe, &app, runs, true);
+        let launch = bench.launch(exe, &app, runs);
         println!(
-            "launch → app output: {} (supervisor adds {}); with --detach: {} (adds {})",
-            ms(launch),
-            ms(launch.saturating_sub(baseline)),
-            ms(detached),
-            ms(detached.saturating_sub(baseline))
+            "launch → app output: {} direct (no supervisor), {} through pm-supervisor \
+             (adds {}), {} through --detach (adds {})",
+            ms(launch.direct),
+            ms(launch.supervised),
+            ms(launch.supervised.saturating_sub(launch.direct)),
+            ms(launch.detached),
+            ms(launch.detached.saturating_sub(launch.direct))
         );
         let stop = bench.stop(exe, runs);
         println!(
@@ -219,6 +218,15 @@ struct Memory {
     uss: f64,
 }
 
+struct Launch {
+    direct: Duration,
+    supervised: Duration,
+    detached: Duration,
+}
+
+/// Untimed runs before each timed series.
+const WARM_UP: usize = 3;
+
 struct Stop {
     app_gone: Duration,
     reported: Duration,
@@ -284,72 +292,86 @@ impl Bench {
         [self.me.to_str().expect("UTF-8 path"), "--app", "{fifo}"]
     }
 
-    /// Spawn → first output of the static application, spawned directly
-    /// with its stdout on the FIFO.
-    fn baseline(&self, app: &Path, runs: usize) -> Duration {
-        let mut times = Vec::new();
-        for _ in 0..runs {
-            let inst = self.instance(&[]);
-            let mut fifo = self.open_fifo(&inst);
-            let writer = OpenOptions::new()
-                .write(true)
-                .open(&inst.fifo)
-                .expect("open FIFO for writing");
-            let start = Instant::now();
-            let child = Command::new(app)
-                .arg("--version")
-                .stdin(Stdio::null())
-                .stdout(writer)
-                .spawn()
-                .expect("spawn app");
-            wait_text(&mut fifo, APP_OUTPUT);
-            times.push(start.elapsed());
-            reap(child);
-            let _ = fs::remove_dir_all(&inst.dir);
+    /// Spawn → first output of the static application `app`: spawned
+    /// directly (its stdout on the FIFO), through `exe`, and through `exe
+    /// --detach` (the FIFO is then the log file). The three are
+    /// interleaved run by run, so that the load of the machine weighs on
+    /// them alike, after a few runs of warm-up.
+    fn launch(&self, exe: &Path, app: &Path, runs: usize) -> Launch {
+        let (mut direct, mut supervised, mut detached) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs + WARM_UP {
+            let d = self.launch_direct(app);
+            let s = self.launch_once(exe, app, false);
+            let t = self.launch_once(exe, app, true);
+            if run >= WARM_UP {
+                direct.push(d);
+                supervised.push(s);
+                detached.push(t);
+            }
         }
-        median(times)
+        Launch {
+            direct: median(direct),
+            supervised: median(supervised),
+            detached: median(detached),
+        }
     }
 
-    /// Launch of `exe` → first output of the static application, which
-    /// reaches the FIFO because the FIFO is the instance's log file.
-    fn launch(&self, exe: &Path, app: &Path, runs: usize, detach: bool) -> Duration {
-        let mut times = Vec::new();
-        for _ in 0..runs {
-            let app = app.to_str().expect("UTF-8 path");
-            let inst = self.instance(&[app, "--version"]);
-            let mut fifo = self.open_fifo(&inst);
-            // A writer of our own, so that the detaching parent's check of
-            // the log file (open, close) does not hang the FIFO up.
-            let _keep = OpenOptions::new()
-                .write(true)
-                .open(&inst.fifo)
-                .expect("open FIFO for writing");
-            let mut cmd = Command::new(exe);
-            if detach {
-                cmd.arg("--detach");
-            }
-            cmd.arg(&inst.control).stdin(Stdio::null());
-            let start = Instant::now();
-            let child = cmd.spawn().expect("spawn pm-supervisor");
-            wait_text(&mut fifo, APP_OUTPUT);
-            times.push(start.elapsed());
-            let (url, _) = self.heart.report();
-            assert!(url.ends_with("/0"), "unexpected report {url}");
-            reap(child);
-            if detach {
-                // The detached supervisor removes its pidfile last.
-                wait_gone_file(&inst.dir.join("pid"));
-            }
-            let _ = fs::remove_dir_all(&inst.dir);
+    fn launch_direct(&self, app: &Path) -> Duration {
+        let inst = self.instance(&[]);
+        let mut fifo = self.open_fifo(&inst);
+        let writer = OpenOptions::new()
+            .write(true)
+            .open(&inst.fifo)
+            .expect("open FIFO for writing");
+        let start = Instant::now();
+        let child = Command::new(app)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .spawn()
+            .expect("spawn app");
+        wait_text(&mut fifo, APP_OUTPUT);
+        let took = start.elapsed();
+        reap(child);
+        let _ = fs::remove_dir_all(&inst.dir);
+        took
+    }
+
+    fn launch_once(&self, exe: &Path, app: &Path, detach: bool) -> Duration {
+        let app = app.to_str().expect("UTF-8 path");
+        let inst = self.instance(&[app, "--version"]);
+        let mut fifo = self.open_fifo(&inst);
+        // A writer of our own, so that the detaching parent's check of
+        // the log file (open, close) does not hang the FIFO up.
+        let _keep = OpenOptions::new()
+            .write(true)
+            .open(&inst.fifo)
+            .expect("open FIFO for writing");
+        let mut cmd = Command::new(exe);
+        if detach {
+            cmd.arg("--detach");
         }
-        median(times)
+        cmd.arg(&inst.control).stdin(Stdio::null());
+        let start = Instant::now();
+        let child = cmd.spawn().expect("spawn pm-supervisor");
+        wait_text(&mut fifo, APP_OUTPUT);
+        let took = start.elapsed();
+        let (url, _) = self.heart.report();
+        assert!(url.ends_with("/0"), "unexpected report {url}");
+        reap(child);
+        if detach {
+            // The detached supervisor removes its pidfile last.
+            wait_gone_file(&inst.dir.join("pid"));
+        }
+        let _ = fs::remove_dir_all(&inst.dir);
+        took
     }
 
     /// SIGTERM → app gone, report, supervisor exited.
     fn stop(&self, exe: &Path, runs: usize) -> Stop {
         let (mut gone, mut reported, mut exited, mut after) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..runs {
+        for run in 0..runs + WARM_UP {
             let inst = self.instance_with_log(&self.app_argv(), false);
             let mut fifo = self.open_fifo(&inst);
             let child = Command::new(exe)
@@ -367,10 +389,12 @@ impl Bench {
             let (url, t_report) = self.heart.report();
             assert!(url.ends_with("/0"), "unexpected report {url}");
             let t_exit = waiter.recv_timeout(BOUND).expect("supervisor did not exit");
-            gone.push(t_gone - start);
-            reported.push(t_report - start);
-            exited.push(t_exit - start);
-            after.push(t_report.saturating_duration_since(t_gone));
+            if run >= WARM_UP {
+                gone.push(t_gone - start);
+                reported.push(t_report - start);
+                exited.push(t_exit - start);
+                after.push(t_report.saturating_duration_since(t_gone));
+            }
             let _ = fs::remove_dir_all(&inst.dir);
         }
         Stop {

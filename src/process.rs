@@ -218,10 +218,10 @@ pub(crate) fn spawn_supervised(
     let creds = credentials.map(|c| (c.uid, c.gid, c.groups.clone()));
     let ignored = ignored_signals();
     // SAFETY: the hook runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed. It calls setgroups, setgid,
-    // setuid, prctl and getppid, thin wrappers over system calls that
-    // neither allocate nor lock; `creds` was built before the fork and is
-    // only read.
+    // async-signal-safe calls are allowed. It makes raw rt_sigaction
+    // calls and calls setgroups, setgid, setuid, prctl and getppid, thin
+    // wrappers over system calls that neither allocate nor lock; `creds`
+    // and `ignored` were built before the fork and are only read.
     unsafe {
         cmd.pre_exec(move || {
             // An ignored signal stays ignored across exec; the command
@@ -250,9 +250,10 @@ pub(crate) fn spawn_supervised(
     cmd.spawn()
 }
 
-/// The kernel's `struct sigaction` for `rt_sigaction` on x86_64 (glibc
-/// and musl refuse to touch their reserved real-time signals, 32 to 34,
-/// which a caller may still have left ignored).
+/// The kernel's `struct sigaction` for `rt_sigaction`, as laid out on
+/// x86_64 and aarch64 (the raw call is needed because glibc and musl
+/// refuse to touch their reserved real-time signals, 32 to 34, which a
+/// caller may still have left ignored).
 #[repr(C)]
 struct KernelSigaction {
     handler: libc::sighandler_t,
@@ -431,13 +432,19 @@ pub(crate) fn become_subreaper() -> Result<()> {
     prctl::set_child_subreaper(true).map_err(|errno| Error::sys("become a child subreaper", errno))
 }
 
-/// Sends `signal` to the process group `pgid`.
+/// Sends `signal` to the process group led by our unreaped child
+/// `leader`; if the group is empty because the leader moved to another
+/// group, to the leader alone. The caller guarantees that `leader` has not
+/// been reaped, so neither number can have been recycled.
 ///
 /// # Errors
 ///
-/// The `kill` failed (`ESRCH`: the group is empty).
-pub(crate) fn signal_group(pgid: Pid, signal: Signal) -> nix::Result<()> {
-    signal::killpg(pgid, signal)
+/// The `kill` failed.
+pub(crate) fn signal_group(leader: Pid, signal: Signal) -> nix::Result<()> {
+    match signal::killpg(leader, signal) {
+        Err(Errno::ESRCH) => signal::kill(leader, signal),
+        other => other,
+    }
 }
 
 #[cfg(test)]
