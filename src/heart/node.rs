@@ -211,17 +211,15 @@ fn has_no_children(pid: i32) -> bool {
 
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
 ///
-/// The connect is only tried once a socket LISTENs on the port: a connect
-/// to a loopback port nobody listens on may pick that very port as its
-/// ephemeral source port and connect to itself (TCP simultaneous open),
-/// which both looks like an answer and takes the port from the
-/// application about to bind it.
+/// A connect to a loopback port nobody listens on may pick that very port
+/// as its ephemeral source port and connect to itself (TCP simultaneous
+/// open): such a connection is no answer.
 fn port_answers(port: u16) -> bool {
-    if !ports::is_listening(port) {
-        return false;
-    }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok()
+    match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
+        Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
+        Err(_) => false,
+    }
 }
 
 /// Runs `cmd` (spawned in its own process group) and waits at most
@@ -819,7 +817,7 @@ impl Node {
                         shell::DEFAULT_START_TIMEOUT,
                     )
                     .unwrap_or(Duration::from_secs(20));
-                    if !wait::until(timeout, || port_answers(port)) {
+                    if !wait::until_soon(timeout, || port_answers(port)) {
                         let _ = rt.stop(&self.ctx, &instance);
                         return Err(StartFailure::new(format!(
                             "did not answer on port {port} within {} s",
@@ -937,14 +935,14 @@ impl Node {
         let exited = || format!("exited before it was ready; log tail:\n{}", tail());
         match rec.port {
             None => {
-                if wait::until(launch.standalone_wait, gone) {
+                if wait::until_soon(launch.standalone_wait, gone) {
                     return Err(StartFailure::new(exited()));
                 }
                 Ok("running".into())
             }
             Some(port) => {
                 let mut died = false;
-                let ready = wait::until(launch.start_timeout, || {
+                let ready = wait::until_soon(launch.start_timeout, || {
                     if port_answers(port) {
                         return true;
                     }
