@@ -68,6 +68,7 @@ fn main() {
     .join(format!("pm-bench-supervisor-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch).expect("create scratch directory");
+    let _cleanup = RemoveOnDrop(scratch.clone());
     let heart = Heart::new();
     let bench = Bench {
         scratch: scratch.clone(),
@@ -129,7 +130,15 @@ fn main() {
             ms(stop.report_after_exit)
         );
     }
-    let _ = fs::remove_dir_all(&scratch);
+}
+
+/// Removes the scratch directory however the bench ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// App mode: tell the bench we run, then idle until killed.
