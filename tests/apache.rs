@@ -648,3 +648,27 @@ fn concurrent_starts_do_not_race_on_reloads() {
         .count();
     assert_eq!(instances, ids.len());
 }
+
+#[test]
+fn a_placeholder_port_keeps_apache_running() {
+    let dir = Dir::new("apache-keep");
+    let data = dir.join("data");
+    let _cleanup = Cleanup { data: data.clone() };
+    let heart = Heart::start_with(&data, "47090-47098", &[("PM_APACHE_KEEP_PORT", "47099")]);
+    let site_dir = static_site(&dir);
+    let s = run(&heart, site("s", &site_dir, json!({})));
+    let httpd = read_pid(&apache_dir(&data).join("run/httpd.pid")).unwrap();
+    let (status, view) = heart.stop_instance("s");
+    assert_eq!(status, 200, "{view}");
+    assert!(fetch(port_of(&s), "/").is_none());
+    assert!(alive(httpd), "Apache stopped despite PM_APACHE_KEEP_PORT");
+    // The placeholder serves nothing.
+    assert_eq!(fetch(47099, "/").map(|(status, _)| status), Some(403));
+    let (status, view) = heart.start_instance("s");
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(body_of(port_of(&s), "/page.html"), "<p>a static page</p>\n");
+    assert_eq!(
+        read_pid(&apache_dir(&data).join("run/httpd.pid")),
+        Some(httpd)
+    );
+}
