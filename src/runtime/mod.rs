@@ -15,6 +15,7 @@
 //! requested version by the one rule of `version`: whole dot-separated
 //! components, highest match first.
 
+pub(crate) mod apache;
 mod cli;
 pub(crate) mod external;
 mod manager;
@@ -191,6 +192,8 @@ impl Registry {
             Arc::new(shell::Shell),
             Arc::new(rbenv::Rbenv),
             Arc::new(nvm::Nvm),
+            Arc::new(apache::Php),
+            Arc::new(apache::Static),
         ];
         builtins.sort_by(|a, b| a.name().cmp(b.name()));
         Registry {
