@@ -1,7 +1,7 @@
 //! The `php` and `static` runtimes against the real Apache, through the
 //! heart. Each test runs its own heart on `127.0.0.1:0` with its own data
 //! directory (so its own Apache) and its own block of 10 instance ports
-//! from the private range 47000-47999. The [`Cleanup`] guard ends, by pid,
+//! from the private range 25000-25999. The [`Cleanup`] guard ends, by pid,
 //! every supervisor the heart started, Apache's supervisor and Apache
 //! itself (its process group: the parent and its children).
 
@@ -275,7 +275,7 @@ fn php_and_static_side_by_side() {
     let dir = Dir::new("apache-side-by-side");
     let data = dir.join("data");
     let _cleanup = Cleanup { data: data.clone() };
-    let heart = Heart::start(&data, "47000-47009");
+    let heart = Heart::start(&data, "25000-25009");
     let version = heart.php_version();
     let app = php_app(&dir);
     let site_dir = static_site(&dir);
@@ -328,13 +328,13 @@ fn environment_values_cannot_change_the_configuration() {
     let dir = Dir::new("apache-injection");
     let data = dir.join("data");
     let _cleanup = Cleanup { data: data.clone() };
-    let heart = Heart::start(&data, "47010-47019");
+    let heart = Heart::start(&data, "25010-25019");
     let version = heart.php_version();
     let app = php_app(&dir);
     let good = run(&heart, php("good", &app, &version, json!({})));
 
     // A newline would end the directive: refused at start, nothing applied.
-    let evil = "x\" \\\nListen 127.0.0.1:47018\n<VirtualHost 127.0.0.1:47018>\n\
+    let evil = "x\" \\\nListen 127.0.0.1:25018\n<VirtualHost 127.0.0.1:25018>\n\
                 DocumentRoot /\n</VirtualHost>\n\\";
     let (status, view) = heart.register(php("evil", &app, &version, json!({"EVIL": evil})));
     assert_eq!(status, 201, "{view}");
@@ -347,17 +347,17 @@ fn environment_values_cannot_change_the_configuration() {
         "{message}"
     );
     assert!(
-        fetch(47018, "/").is_none(),
+        fetch(25018, "/").is_none(),
         "the injected Listen took effect"
     );
     assert!(!apache_dir(&data).join("instances/evil.conf").exists());
     assert!(!fs::read_to_string(apache_dir(&data).join("httpd.conf"))
         .unwrap()
-        .contains("47018"));
+        .contains("25018"));
     assert_eq!(body_of(port_of(&good), "/"), "php says hello");
 
     // Quotes, backslashes and directives without a newline are plain text.
-    let tricky = "a\" \\\" Listen 127.0.0.1:47019 </VirtualHost> ${PATH} \\";
+    let tricky = "a\" \\\" Listen 127.0.0.1:25019 </VirtualHost> ${PATH} \\";
     let t = run(
         &heart,
         php("tricky", &app, &version, json!({"TRICKY": tricky})),
@@ -365,7 +365,7 @@ fn environment_values_cannot_change_the_configuration() {
     let environ = body_of(port_of(&t), "/environ.php");
     assert!(environ.contains(&format!("TRICKY=[{tricky}]")), "{environ}");
     assert!(
-        fetch(47019, "/").is_none(),
+        fetch(25019, "/").is_none(),
         "the injected Listen took effect"
     );
     assert_eq!(body_of(port_of(&good), "/"), "php says hello");
@@ -376,7 +376,7 @@ fn document_root_stays_inside_the_instance() {
     let dir = Dir::new("apache-docroot");
     let data = dir.join("data");
     let _cleanup = Cleanup { data: data.clone() };
-    let heart = Heart::start(&data, "47020-47029");
+    let heart = Heart::start(&data, "25020-25029");
     let site_dir = static_site(&dir);
     dir.write("site/public/index.html", "public part\n");
     std::os::unix::fs::symlink("/etc", site_dir.join("out")).unwrap();
@@ -422,7 +422,7 @@ fn a_rejected_configuration_harms_only_its_instance() {
     let dir = Dir::new("apache-rejected");
     let data = dir.join("data");
     let _cleanup = Cleanup { data: data.clone() };
-    let heart = Heart::start(&data, "47030-47039");
+    let heart = Heart::start(&data, "25030-25039");
     let site_dir = static_site(&dir);
     let a = run(&heart, site("a", &site_dir, json!({})));
     let b = run(&heart, site("b", &site_dir, json!({})));
@@ -478,7 +478,7 @@ fn graceful_reloads_lose_no_request() {
     let dir = Dir::new("apache-graceful");
     let data = dir.join("data");
     let _cleanup = Cleanup { data: data.clone() };
-    let heart = Heart::start(&data, "47040-47049");
+    let heart = Heart::start(&data, "25040-25049");
     let version = heart.php_version();
     let app = php_app(&dir);
     let site_dir = static_site(&dir);
@@ -525,7 +525,7 @@ fn apache_outlives_the_heart_and_comes_back_when_killed() {
     let dir = Dir::new("apache-crash");
     let data = dir.join("data");
     let _cleanup = Cleanup { data: data.clone() };
-    let mut heart = Heart::start(&data, "47050-47059");
+    let mut heart = Heart::start(&data, "25050-25059");
     let version = heart.php_version();
     let app = php_app(&dir);
     let site_dir = static_site(&dir);
@@ -537,7 +537,7 @@ fn apache_outlives_the_heart_and_comes_back_when_killed() {
 
     heart.crash();
     assert_eq!(body_of(pp, "/"), "php says hello");
-    let heart = Heart::start(&data, "47050-47059");
+    let heart = Heart::start(&data, "25050-25059");
     assert_eq!(heart.show("p")["state"], "RUNNING");
     assert_eq!(heart.show("s")["state"], "RUNNING");
     assert_eq!(body_of(pp, "/"), "php says hello");
@@ -567,7 +567,7 @@ fn a_node_without_apache_says_so() {
     let missing = dir.join("no-such-apache2");
     let heart = Heart::start_with(
         &data,
-        "47060-47069",
+        "25060-25069",
         &[("PM_APACHE_BIN", missing.to_str().unwrap())],
     );
     let (status, body) = heart.call("GET", "/runtimes", None);
@@ -589,7 +589,7 @@ fn stop_on_exit_takes_apache_down_with_the_heart() {
     let dir = Dir::new("apache-stop-on-exit");
     let data = dir.join("data");
     let _cleanup = Cleanup { data: data.clone() };
-    let mut heart = Heart::start_with(&data, "47070-47079", &[]);
+    let mut heart = Heart::start_with(&data, "25070-25079", &[]);
     let site_dir = static_site(&dir);
     let s = run(&heart, site("s", &site_dir, json!({})));
     let httpd = read_pid(&apache_dir(&data).join("run/httpd.pid")).unwrap();
@@ -601,7 +601,7 @@ fn stop_on_exit_takes_apache_down_with_the_heart() {
     assert!(alive(httpd));
 
     drop(heart);
-    let mut heart = Heart::start_stop_on_exit(&data, "47070-47079");
+    let mut heart = Heart::start_stop_on_exit(&data, "25070-25079");
     assert_eq!(heart.show("s")["state"], "RUNNING");
     kill(Pid::from_raw(heart.child.id() as i32), Signal::SIGTERM).unwrap();
     assert!(heart.child.wait().unwrap().success());
@@ -614,7 +614,7 @@ fn concurrent_starts_do_not_race_on_reloads() {
     let dir = Dir::new("apache-concurrent");
     let data = dir.join("data");
     let _cleanup = Cleanup { data: data.clone() };
-    let heart = Arc::new(Heart::start(&data, "47080-47089"));
+    let heart = Arc::new(Heart::start(&data, "25080-25089"));
     let site_dir = static_site(&dir);
     let ids: Vec<String> = (0..6).map(|n| format!("c{n}")).collect();
     for id in &ids {
@@ -654,7 +654,7 @@ fn a_placeholder_port_keeps_apache_running() {
     let dir = Dir::new("apache-keep");
     let data = dir.join("data");
     let _cleanup = Cleanup { data: data.clone() };
-    let heart = Heart::start_with(&data, "47090-47098", &[("PM_APACHE_KEEP_PORT", "47099")]);
+    let heart = Heart::start_with(&data, "25090-25098", &[("PM_APACHE_KEEP_PORT", "25099")]);
     let site_dir = static_site(&dir);
     let s = run(&heart, site("s", &site_dir, json!({})));
     let httpd = read_pid(&apache_dir(&data).join("run/httpd.pid")).unwrap();
@@ -663,7 +663,7 @@ fn a_placeholder_port_keeps_apache_running() {
     assert!(fetch(port_of(&s), "/").is_none());
     assert!(alive(httpd), "Apache stopped despite PM_APACHE_KEEP_PORT");
     // The placeholder serves nothing.
-    assert_eq!(fetch(47099, "/").map(|(status, _)| status), Some(403));
+    assert_eq!(fetch(25099, "/").map(|(status, _)| status), Some(403));
     let (status, view) = heart.start_instance("s");
     assert_eq!(status, 200, "{view}");
     assert_eq!(body_of(port_of(&s), "/page.html"), "<p>a static page</p>\n");

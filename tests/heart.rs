@@ -1,7 +1,8 @@
 //! `pm-heart serve`: the API, the catalog, restarts and crashes, through
 //! the real binaries. Each test runs its own heart on `127.0.0.1:0` with
 //! its own data directory and its own block of 25 instance ports from the
-//! private range 43000-44999.
+//! private range 21000-22999, below the kernel's ephemeral ports
+//! (32768-60999), so no client connection on the machine can hold one.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -23,13 +24,8 @@ use crate::util::{alive, wait_for, wait_until, ChildGuard, Dir, HEART};
 
 /// The test application: serves its directory on 127.0.0.1:PORT.
 ///
-/// The private port range lies inside the kernel's ephemeral range, so a
-/// client connection of any process on the machine (a start request of
-/// another test waiting for its answer) may hold an instance port for a
-/// while, and a client that closed first leaves its port in TIME_WAIT for
-/// 60 s (the heart's own readiness probes do); the server retries its bind
-/// for up to 75 s on EADDRINUSE (the test instances wait 90 s for it)
-/// instead of failing the test on such a collision.
+/// The server retries its bind on EADDRINUSE for a while, so that a port
+/// just released by another instance of the same test does not fail it.
 const SERVER_PY: &str = r#"
 import errno, http.server, sys, time
 port = int(sys.argv[1])
@@ -46,7 +42,7 @@ server.serve_forever()
 "#;
 
 /// Next free block of the private port range.
-static NEXT_PORT: AtomicU16 = AtomicU16::new(43000);
+static NEXT_PORT: AtomicU16 = AtomicU16::new(21000);
 const BLOCK: u16 = 25;
 const LONG: Duration = Duration::from_secs(120);
 
@@ -61,7 +57,7 @@ struct Env {
 impl Env {
     fn new(name: &str) -> Env {
         let low = NEXT_PORT.fetch_add(BLOCK, Ordering::SeqCst);
-        assert!(low + BLOCK <= 45000, "private port range exhausted");
+        assert!(low + BLOCK <= 23000, "private port range exhausted");
         Env {
             dir: Dir::new(&format!("heart-{name}")),
             low,

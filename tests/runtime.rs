@@ -3,7 +3,7 @@
 //! `env` output that `sh` evaluates to the `--json` environment, `exec`
 //! status and arguments, and `check`.
 //!
-//! Heart-based tests use instance ports from 46000-46999, ten per test.
+//! Heart-based tests use instance ports from 24000-24999, ten per test.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -638,9 +638,8 @@ fn plugins_are_discovered_in_order() {
 }
 
 /// The test web server: serves its directory on 127.0.0.1:PORT, retrying
-/// its bind for a few seconds on EADDRINUSE, since the private port range
-/// lies inside the kernel's ephemeral range and a client connection of any
-/// process may hold an instance port for a moment.
+/// its bind for a few seconds on EADDRINUSE, so that a port just released
+/// by another instance does not fail the test.
 const SERVER_PY: &str = r#"
 import errno, http.server, sys, time
 port = int(sys.argv[1])
@@ -657,7 +656,7 @@ server.serve_forever()
 "#;
 
 /// A heart of this test file: its own data directory, plugin directory
-/// and ten ports of 46000-46999. On drop it kills the heart and every
+/// and ten ports of 24000-24999. On drop it kills the heart and every
 /// supervisor it started (their commands die with them).
 struct Heart {
     child: Option<std::process::Child>,
@@ -814,7 +813,7 @@ fn nvm_application_runs_through_the_heart() {
     let heart = Heart::start(
         &dir,
         &dir.join("plugins"),
-        46000,
+        24000,
         &[("NVM_DIR", root.to_str().unwrap())],
     );
     let (_, runtimes) = heart.call("GET", "/runtimes", None);
@@ -825,9 +824,7 @@ fn nvm_application_runs_through_the_heart() {
             .contains(&Value::from(version.clone())),
         "{runtimes}"
     );
-    // The private port range lies inside the kernel's ephemeral range: a
-    // client connection anywhere on the machine may hold the port for a
-    // moment, so the server retries its bind on EADDRINUSE.
+    // The server retries its bind on EADDRINUSE, as SERVER_PY does.
     let server = "const srv = require('http').createServer((q, s) => s.end('node ' + process.version + ' ' + process.env.NVM_BIN + ' ' + process.env.PATH.split(':')[0])); let tries = 100; srv.on('error', (e) => { if (e.code === 'EADDRINUSE' && tries-- > 0) { setTimeout(() => srv.listen(%(port)d, '127.0.0.1'), 50); } else { throw e; } }); srv.listen(%(port)d, '127.0.0.1')";
     let view = heart.register(
         "nvm-app",
@@ -867,7 +864,7 @@ fn external_plugin_runs_an_application_through_the_heart() {
     );
     dir.write("app/server.py", SERVER_PY);
     dir.write("app/hello.txt", "hello\n");
-    let heart = Heart::start(&dir, &plugins, 46010, &[]);
+    let heart = Heart::start(&dir, &plugins, 24010, &[]);
     let (_, runtimes) = heart.call("GET", "/runtimes", None);
     assert_eq!(runtimes["procfile"], serde_json::json!(["1"]), "{runtimes}");
 
@@ -928,7 +925,7 @@ fn broken_plugins_fail_a_start_through_the_heart() {
         &format!("#!/bin/sh\ncase $1 in {versions} esac\necho 'fail: no luck' >&2\nexit 1\n"),
     );
     fs::create_dir_all(dir.join("app")).unwrap();
-    let heart = Heart::start(&dir, &plugins, 46020, &[("PM_RUNTIME_TIMEOUT", "1")]);
+    let heart = Heart::start(&dir, &plugins, 24020, &[("PM_RUNTIME_TIMEOUT", "1")]);
 
     let expectations = [
         (
@@ -1007,7 +1004,7 @@ fn managed_plugin_start_stop_and_status_through_the_heart() {
     dir.script("plugins/pm-runtime-selfrun", SELF_RUN_PLUGIN);
     dir.write("app/index.html", "managed by the plugin\n");
     dir.write("app/server.py", SERVER_PY);
-    let heart = Heart::start(&dir, &dir.join("plugins"), 46030, &[]);
+    let heart = Heart::start(&dir, &dir.join("plugins"), 24030, &[]);
     let view = heart.register(
         "selfrun-app",
         &dir.join("app"),
