@@ -552,10 +552,9 @@ impl Node {
             .registry
             .get(&manifest.runtime.name)
             .map_err(|e| Error::api(422, e.to_string()))?;
-        let versions = rt
-            .versions()
-            .map_err(|e| Error::api(422, format!("runtime {}: {e}", manifest.runtime.name)))?;
-        runtime::require_version(&manifest.runtime.name, &manifest.runtime.version, &versions)
+        // With the instance's parameters: an `rbenv_path` or `nvm_path`
+        // has versions of its own that the node default may lack.
+        rt.resolve_version(&manifest.runtime.version, &manifest.runtime.parameters)
             .map_err(|e| Error::api(422, e.to_string()))?;
         rt.validate(&manifest.runtime.parameters, manifest.standalone)
             .map_err(|e| Error::api(422, format!("runtime {}: {e}", manifest.runtime.name)))?;
