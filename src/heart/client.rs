@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,6 +56,19 @@ usage: pm-heart list [CLIENT-OPTIONS]
        pm-heart deploy DIR [--id ID] [CLIENT-OPTIONS]
 client options: [--data-dir DIR] [--address ADDR] [--token TOKEN] [--json] [--help]
 ";
+
+/// The client subcommands.
+pub(crate) const COMMANDS: [&str; 9] = [
+    "list",
+    "show",
+    "register",
+    "start",
+    "stop",
+    "deregister",
+    "log",
+    "runtimes",
+    "deploy",
+];
 
 /// What a client subcommand does, with its positional argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +137,16 @@ pub(crate) fn run(command: &str, args: Vec<OsString>) -> ExitCode {
         Ok(args) => args,
         Err(err) => {
             cli::fatal(PROG, err);
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), USAGE.as_bytes());
+            let known = COMMANDS.contains(&command);
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{PROG}: usage: see {PROG} {}--help",
+                if known {
+                    format!("{command} ")
+                } else {
+                    String::new()
+                }
+            );
             return Tool::Usage.into();
         }
     };
@@ -527,7 +550,7 @@ fn show_lines(view: &InstanceView, host: &str) -> String {
     ]);
     lines
         .into_iter()
-        .map(|(key, value)| format!("{key}: {value}\n"))
+        .map(|(key, value)| format!("{}\n", format!("{key}: {value}").trim_end()))
         .collect()
 }
 
