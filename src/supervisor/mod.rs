@@ -1,8 +1,652 @@
 //! `pm-supervisor`: runs one application process (SPEC §3).
+//!
+//! The life of a supervisor:
+//!
+//! 1. read and validate the control file (exit 1, 2 or 3 with one line on
+//!    stderr if it is missing, unreadable or invalid); with `--detach`,
+//!    re-run itself in a new session and exit 0 at once;
+//! 2. catch SIGTERM, SIGHUP and SIGINT into the self-pipe, become a child
+//!    subreaper, open the log, start the command in its own process group
+//!    with SIGKILL as its parent-death signal; write the pidfile, then the
+//!    startflag;
+//! 3. the main thread waits (blocking `waitid`) and reaps; the
+//!    `signal-forwarder` thread turns a SIGTERM into SIGTERM to the
+//!    command's group and, after `stop_timeout`, SIGKILL;
+//! 4. once the command has ended, end every descendant left behind,
+//!    remove the pidfile and the control file, and report the code to the
+//!    heart or record it in the `.exited` file.
+//!
+//! The pid-reuse invariant: the command's pid sits in a slot under a
+//! mutex. The forwarder signals the group only while holding the lock
+//! with the pid in the slot; the main thread waits with `WNOWAIT` (the
+//! zombie keeps the pid reserved), clears the slot under the lock, and
+//! only then reaps. So no signal is ever sent to a recycled pid.
 
-use std::process::ExitCode;
+mod log;
+mod report;
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use crate::cli;
+use crate::error::{Error, Result};
+use crate::exit::Supervisor as Code;
+use crate::fsutil;
+use crate::process::{self, Credentials};
+use crate::protocol::{self, ControlFile};
+use crate::shellwords;
+use crate::signal::{self, SignalPipe};
+use crate::wait;
+
+use self::log::Log;
+use self::report::{Outcome, Target};
+
+const PROG: &str = "pm-supervisor";
+
+/// The usage text, identical to the man page SYNOPSIS.
+const USAGE: &str = "\
+usage: pm-supervisor [--detach] CONTROL_FILE
+       pm-supervisor --help | --version
+
+Runs the command described by the JSON control file CONTROL_FILE, forwards
+a stop request (SIGTERM) to it, and reports how it ended to the heart.
+
+options:
+  --detach    start the supervisor in a new session and exit at once
+  --help      print this help and exit
+  --version   print the version and exit
+
+See pm-supervisor(8).
+";
+
+/// Stack of the `signal-forwarder` thread: it formats a log line and makes
+/// a few system calls, nothing deeper.
+const FORWARDER_STACK: usize = 32 * 1024;
+
+/// How long SIGKILLed descendants get to disappear before we give up on
+/// reaping them (a process in uninterruptible sleep can outlive a SIGKILL).
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// The command line, as lexopt gave it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Args {
+    /// `--detach`.
+    pub detach: bool,
+    /// `--help`.
+    pub help: bool,
+    /// `--version`.
+    pub version: bool,
+    /// The control file, exactly as given.
+    pub control: Option<OsString>,
+}
+
+/// Parses the arguments after the program name.
+///
+/// # Errors
+///
+/// An unknown option or a second control file.
+pub(crate) fn parse_args(
+    args: impl IntoIterator<Item = impl Into<OsString>>,
+) -> std::result::Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut out = Args::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("detach") => out.detach = true,
+            Short('h') | Long("help") => out.help = true,
+            Long("version") => out.version = true,
+            Value(v) if out.control.is_none() => out.control = Some(v),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(out)
+}
+
+/// The validated control file.
+#[derive(Debug)]
+pub(crate) struct Config {
+    /// The control file, exactly as given on the command line.
+    pub control_path: PathBuf,
+    /// The argument vector to execute.
+    pub argv: Vec<String>,
+    /// Working directory of the command.
+    pub cwd: PathBuf,
+    /// The complete environment of the command.
+    pub environment: protocol::Environment,
+    /// The log file.
+    pub log_file: PathBuf,
+    /// The pidfile.
+    pub pidfile: PathBuf,
+    /// The startflag file.
+    pub startflag: PathBuf,
+    /// From SIGTERM to SIGKILL.
+    pub stop_timeout: Duration,
+    /// Where and how long to report.
+    pub target: Target,
+    /// The user to run as, resolved.
+    pub credentials: Option<Credentials>,
+}
+
+/// A failure before the command runs, with the exit code it causes.
+#[derive(Debug)]
+struct Fatal {
+    code: Code,
+    error: Error,
+}
+
+impl Fatal {
+    fn new(code: Code, error: Error) -> Fatal {
+        Fatal { code, error }
+    }
+}
+
+/// Reads and validates the control file at `path`.
+fn load(path: &Path) -> std::result::Result<Config, Fatal> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        let code = if e.kind() == io::ErrorKind::NotFound {
+            Code::NoControlFile
+        } else {
+            Code::Unreadable
+        };
+        Fatal::new(code, Error::io("read control file", path, e))
+    })?;
+    let what = || format!("control file {}", path.display());
+    let control: ControlFile = serde_json::from_slice(&bytes)
+        .map_err(|e| Fatal::new(Code::Invalid, Error::json(what(), e)))?;
+    validate(path, control).map_err(|e| {
+        Fatal::new(
+            Code::Invalid,
+            Error::invalid(format!("invalid {}: {e}", what())),
+        )
+    })
+}
+
+/// Checks the values of `control` and resolves what must be resolved
+/// before the fork: the argument vector and the user.
+fn validate(path: &Path, control: ControlFile) -> Result<Config> {
+    if !protocol::valid_instance_id(&control.instance_id) {
+        return Err(Error::invalid(format!(
+            "instance_id {:?} is not [A-Za-z0-9-]{{1,64}}",
+            control.instance_id
+        )));
+    }
+    let words = match control.command {
+        protocol::Command::Argv(argv) => argv,
+        protocol::Command::Line(line) if control.shell => vec![line],
+        protocol::Command::Line(line) => shellwords::split(&line)?,
+    };
+    if words.is_empty() || words[0].is_empty() {
+        return Err(Error::invalid("command is empty"));
+    }
+    if words.iter().any(|w| w.contains('\0')) {
+        return Err(Error::invalid("command contains a NUL byte"));
+    }
+    let argv = if control.shell {
+        vec!["/bin/sh".to_owned(), "-c".to_owned(), words.join(" ")]
+    } else {
+        words
+    };
+    let base = match (&control.report_url, control.port) {
+        (Some(url), _) => {
+            if !url.starts_with("http://") {
+                return Err(Error::invalid(format!(
+                    "report_url {url:?} is not an http:// URL"
+                )));
+            }
+            url.trim_end_matches('/').to_owned()
+        }
+        (None, Some(port)) if port != 0 => format!("http://127.0.0.1:{port}"),
+        _ => return Err(Error::invalid("neither port nor report_url is given")),
+    };
+    if !valid_url_segment(&control.exit_key) {
+        return Err(Error::invalid("exit_key is empty or not URL-safe"));
+    }
+    let stop_timeout = seconds(
+        "stop_timeout",
+        control.stop_timeout,
+        protocol::DEFAULT_STOP_TIMEOUT,
+    )?;
+    let deadline = seconds(
+        "report_deadline",
+        control.report_deadline,
+        protocol::DEFAULT_REPORT_DEADLINE,
+    )?;
+    let credentials = match &control.user {
+        Some(name) => Some(process::resolve_user(name)?),
+        None => None,
+    };
+    let exited_file = report::exited_file(&control.pidfile, &control.instance_id);
+    Ok(Config {
+        control_path: path.to_path_buf(),
+        argv,
+        cwd: control.cwd,
+        environment: control.environment,
+        log_file: control.log_file,
+        pidfile: control.pidfile,
+        startflag: control.startflagfile,
+        stop_timeout,
+        target: Target {
+            base,
+            instance_id: control.instance_id,
+            exit_key: control.exit_key,
+            deadline,
+            exited_file,
+        },
+        credentials,
+    })
+}
+
+/// A key the heart chose must be one URL path segment as it is.
+fn valid_url_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<Duration> {
+    let secs = value.unwrap_or(default);
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(86_400 * 365))
+        .ok_or_else(|| Error::invalid(format!("{field} {secs} is not a number of seconds")))
+}
 
 /// Entry point of `pm-supervisor`.
 pub fn main() -> ExitCode {
-    ExitCode::from(u8::from(crate::exit::Supervisor::System))
+    // Before any descriptor of ours exists: whatever the caller let us
+    // inherit must not reach the command.
+    process::mark_inherited_cloexec();
+    let mut argv = std::env::args_os();
+    let arg0 = argv.next().unwrap_or_else(|| OsString::from(PROG));
+    let args = match parse_args(argv) {
+        Ok(args) => args,
+        Err(err) => {
+            cli::fatal(PROG, format_args!("{err}; try --help"));
+            return Code::NoControlFile.into();
+        }
+    };
+    if args.help {
+        let _ = cli::print(USAGE);
+        return Code::Success.into();
+    }
+    if args.version {
+        let _ = cli::print(concat!("pm-supervisor ", env!("CARGO_PKG_VERSION"), "\n"));
+        return Code::Success.into();
+    }
+    let Some(control) = args.control else {
+        cli::fatal(PROG, "unable to run: no control file given; try --help");
+        return Code::NoControlFile.into();
+    };
+    // Caught from the start, so that a stop request that comes while the
+    // control file is read is kept in the pipe, not lost.
+    let pipe = match signal::install(&[Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT]) {
+        Ok(pipe) => pipe,
+        Err(err) => {
+            cli::fatal(PROG, err);
+            return Code::System.into();
+        }
+    };
+    let config = match load(Path::new(&control)) {
+        Ok(config) => config,
+        Err(fatal) => {
+            cli::fatal(PROG, &fatal.error);
+            return fatal.code.into();
+        }
+    };
+    if args.detach {
+        // The log is checked here too, while someone can still hear the
+        // complaint: after detaching, stderr is /dev/null.
+        if let Err(err) = Log::open(&config.log_file) {
+            cli::fatal(PROG, err);
+            return Code::System.into();
+        }
+        return match process::respawn_detached(&arg0, &[control.as_os_str()]) {
+            Ok(_) => Code::Success.into(),
+            Err(err) => {
+                cli::fatal(PROG, err);
+                Code::System.into()
+            }
+        };
+    }
+    match run(config, pipe) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            cli::fatal(PROG, err);
+            Code::System.into()
+        }
+    }
+}
+
+/// What the two threads share.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when the command has been reaped.
+    reaped: Condvar,
+}
+
+struct State {
+    /// The command's pid (= its process group) while it may be signalled.
+    child: Option<Pid>,
+    /// A SIGTERM asked us to stop.
+    stop_requested: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a thread panicked while holding it;
+        // the state itself is two plain fields and stays usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the command of `config` to its end and reports it.
+///
+/// # Errors
+///
+/// Only failures before the command could be started, or the log cannot
+/// be opened; after that, problems are logged and worked around.
+pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
+    let log = Arc::new(Log::open(&config.log_file)?);
+    if let Err(err) = process::become_subreaper() {
+        log.warn(format_args!("{err}; daemonizing descendants may escape"));
+    }
+
+    let code = match start(&config, &log) {
+        Err(err) => {
+            let errno = err.raw_os_error().unwrap_or(0);
+            let code = if errno == Errno::ENOENT as i32 {
+                127
+            } else {
+                126
+            };
+            log.error(format_args!(
+                "Failed to start up: {}",
+                Errno::from_raw(errno).desc()
+            ));
+            write_state_file(&config.startflag, b"", &log);
+            code
+        }
+        Ok(pid) => {
+            write_state_file(
+                &config.pidfile,
+                format!("{}\n", std::process::id()).as_bytes(),
+                &log,
+            );
+            write_state_file(&config.startflag, b"", &log);
+            let shared = Arc::new(Shared {
+                state: Mutex::new(State {
+                    child: Some(pid),
+                    stop_requested: false,
+                }),
+                reaped: Condvar::new(),
+            });
+            spawn_forwarder(pipe, &shared, &log, config.stop_timeout)?;
+            let status = wait_for_command(pid, &shared, &log);
+            let stop_requested = shared.lock().stop_requested;
+            let code = code_of(status, stop_requested, &log);
+            end_descendants(config.stop_timeout, &log);
+            code
+        }
+    };
+
+    remove_own_pidfile(&config.pidfile, &log);
+    if let Err(err) = fsutil::remove_if_exists(&config.control_path) {
+        log.warn(format_args!("{err}"));
+    }
+    Ok(match report::send(&config.target, code, &log) {
+        Outcome::Reported | Outcome::Recorded => Code::Success,
+        Outcome::Refused(_) | Outcome::Lost => Code::Unrecorded,
+    })
+}
+
+/// Starts the command; returns its pid, which is also its process group.
+fn start(config: &Config, log: &Log) -> io::Result<Pid> {
+    log.info(format_args!(
+        "Starting {:?} in {}{}",
+        config.argv,
+        config.cwd.display(),
+        match &config.credentials {
+            Some(c) => format!(" as {}", c.name),
+            None => String::new(),
+        }
+    ));
+    let out = log.file().try_clone()?;
+    let err = log.file().try_clone()?;
+    let mut cmd = Command::new(&config.argv[0]);
+    cmd.args(&config.argv[1..])
+        .env_clear()
+        .envs(&config.environment)
+        .current_dir(&config.cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    let child = process::spawn_supervised(&mut cmd, config.credentials.as_ref())?;
+    let pid = Pid::from_raw(child.id() as i32);
+    // `child` is dropped without `wait`: the main thread reaps with
+    // waitid/waitpid, and two reapers for one child would race.
+    drop(child);
+    log.info(format_args!("Started process {pid}"));
+    Ok(pid)
+}
+
+/// Starts the `signal-forwarder` thread.
+fn spawn_forwarder(
+    pipe: SignalPipe,
+    shared: &Arc<Shared>,
+    log: &Arc<Log>,
+    stop_timeout: Duration,
+) -> Result<()> {
+    let shared = Arc::clone(shared);
+    let log = Arc::clone(log);
+    thread::Builder::new()
+        .name("signal-forwarder".into())
+        .stack_size(FORWARDER_STACK)
+        .spawn(move || forward_signals(&pipe, &shared, &log, stop_timeout))
+        .map(drop)
+        .map_err(|e| Error::sys("start the signal-forwarder thread", errno_of(&e)))
+}
+
+fn errno_of(err: &io::Error) -> Errno {
+    Errno::from_raw(err.raw_os_error().unwrap_or(0))
+}
+
+/// The forwarder: SIGTERM becomes a stop of the command's group; SIGHUP
+/// and SIGINT are dropped.
+fn forward_signals(pipe: &SignalPipe, shared: &Shared, log: &Log, stop_timeout: Duration) {
+    loop {
+        let signal = match pipe.recv() {
+            Ok(signal) => signal,
+            Err(err) => {
+                log.error(format_args!("Unable to read the signal pipe: {err}"));
+                return;
+            }
+        };
+        if signal != Signal::SIGTERM {
+            log.info(format_args!("Ignored {signal}"));
+            continue;
+        }
+        let mut state = shared.lock();
+        if state.stop_requested {
+            continue;
+        }
+        state.stop_requested = true;
+        let Some(pid) = state.child else {
+            continue;
+        };
+        log.info(format_args!(
+            "Received SIGTERM; sending SIGTERM to process group {pid}"
+        ));
+        if let Err(errno) = process::signal_group(pid, Signal::SIGTERM) {
+            log.warn(format_args!(
+                "Unable to send SIGTERM to process group {pid}: {}",
+                errno.desc()
+            ));
+        }
+        let (state, _) = shared
+            .reaped
+            .wait_timeout_while(state, stop_timeout, |s| s.child.is_some())
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(pid) = state.child {
+            log.warn(format_args!(
+                "Process group {pid} still running {} s after SIGTERM; sending SIGKILL",
+                stop_timeout.as_secs_f64()
+            ));
+            if let Err(errno) = process::signal_group(pid, Signal::SIGKILL) {
+                log.warn(format_args!(
+                    "Unable to send SIGKILL to process group {pid}: {}",
+                    errno.desc()
+                ));
+            }
+        }
+    }
+}
+
+/// Waits for the command to end, reaping orphans that end meanwhile;
+/// returns its status. `None` if it vanished (cannot happen unless
+/// someone else reaps our children).
+fn wait_for_command(pid: Pid, shared: &Shared, log: &Log) -> Option<WaitStatus> {
+    loop {
+        match process::wait_any_unreaped() {
+            Ok(status) => {
+                let Some(ended) = status.pid() else {
+                    continue;
+                };
+                if ended == pid {
+                    // Clear the slot before reaping: from here on the
+                    // forwarder cannot signal this pid.
+                    shared.lock().child = None;
+                    shared.reaped.notify_all();
+                    return process::reap(pid).ok().or(Some(status));
+                }
+                // An adopted orphan: not in the slot, safe to reap now.
+                let _ = process::reap(ended);
+            }
+            Err(errno) => {
+                shared.lock().child = None;
+                shared.reaped.notify_all();
+                log.error(format_args!(
+                    "Unable to wait for process {pid}: {}",
+                    errno.desc()
+                ));
+                return None;
+            }
+        }
+    }
+}
+
+/// The reported code of `status`; logs `Completed with result code N`.
+fn code_of(status: Option<WaitStatus>, stop_requested: bool, log: &Log) -> i32 {
+    match status {
+        Some(WaitStatus::Exited(_, status)) => {
+            log.info(format_args!("Completed with result code {status}"));
+            process::code_of_exit(status)
+        }
+        Some(WaitStatus::Signaled(_, signal, _)) => {
+            log.info(format_args!(
+                "Completed with result code -{}",
+                signal as i32
+            ));
+            if stop_requested && matches!(signal, Signal::SIGTERM | Signal::SIGKILL) {
+                0
+            } else {
+                process::code_of_signal(signal)
+            }
+        }
+        other => {
+            log.error(format_args!("Completed with an unknown status {other:?}"));
+            255
+        }
+    }
+}
+
+/// Ends every descendant left behind: SIGTERM to each child we have
+/// (adopted orphans included), SIGKILL after `stop_timeout`, until none is
+/// left. Our own children cannot be recycled pids: we have not reaped
+/// them.
+fn end_descendants(stop_timeout: Duration, log: &Log) {
+    if !process::reap_ended() {
+        return;
+    }
+    let me = std::process::id() as i32;
+    let mut termed: Vec<i32> = Vec::new();
+    let step = |signal: Signal, sent: &mut Vec<i32>| {
+        if !process::reap_ended() {
+            return true;
+        }
+        for pid in process::children_of(me) {
+            if !sent.contains(&pid) {
+                log.info(format_args!("Sending {signal} to leftover process {pid}"));
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+                sent.push(pid);
+            }
+        }
+        false
+    };
+    if wait::until(stop_timeout, || step(Signal::SIGTERM, &mut termed)) {
+        return;
+    }
+    let mut killed = Vec::new();
+    if !wait::until(KILL_GRACE, || step(Signal::SIGKILL, &mut killed)) {
+        log.warn(format_args!(
+            "Leftover processes survived SIGKILL; not waiting"
+        ));
+    }
+}
+
+/// Writes a pidfile or startflag atomically; a failure is logged.
+fn write_state_file(path: &Path, data: &[u8], log: &Log) {
+    if let Err(err) = fsutil::write_atomic(path, data, 0o644) {
+        log.warn(format_args!("{err}"));
+    }
+}
+
+/// Removes the pidfile if it still holds our pid.
+fn remove_own_pidfile(path: &Path, log: &Log) {
+    let ours = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string());
+    if ours {
+        if let Err(err) = fsutil::remove_if_exists(path) {
+            log.warn(format_args!("{err}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn parse_args_takes_detach_and_one_control_file() {
+        let args = parse_args(["--detach", "/x.json"]).unwrap();
+        assert!(args.detach);
+        assert_eq!(args.control.as_deref(), Some(OsStr::new("/x.json")));
+        assert!(parse_args(["/a", "/b"]).is_err());
+        assert!(parse_args(["--bogus"]).is_err());
+        assert!(parse_args(["--help"]).unwrap().help);
+    }
+
+    #[test]
+    fn seconds_default_and_reject_nonsense() {
+        assert_eq!(seconds("x", None, 10.0).unwrap(), Duration::from_secs(10));
+        assert_eq!(
+            seconds("x", Some(0.25), 10.0).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(seconds("x", Some(-1.0), 10.0).is_err());
+        assert!(seconds("x", Some(f64::NAN), 10.0).is_err());
+    }
 }

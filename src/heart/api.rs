@@ -1,0 +1,245 @@
+//! The HTTP API of the heart: one `match` over method and path segments.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `GET /health` | 200 `{"status":"ok","version":...}` (no token) |
+//! | `GET /runtimes` | 200 `{name: [versions]}` |
+//! | `GET /instances` | 200 `{"instances": [...]}` |
+//! | `POST /instances` | 201 the instance (`REGISTERED`); 400 bad JSON, wrong field type, unknown field, bad id; 409 id in use or port range exhausted; 422 unknown runtime or version, bad runtime parameters, missing or unusable source |
+//! | `GET /instances/ID` | 200 the instance; 404 |
+//! | `POST /instances/ID/start` | 200 the instance (`RUNNING`); 404; 409 wrong state, or port already in use (then `ERROR`); 500 start failed (`ERROR`, the reason and the log tail in `error`) |
+//! | `POST /instances/ID/stop` | 200 the instance (`STOPPED`); 404; 409 `REGISTERED` or `STOPPED`; 500 it could not be stopped |
+//! | `DELETE /instances/ID` | 200 the instance (`DEREGISTERED`, then gone); 404; 409 `STARTING` or `RUNNING` |
+//! | `GET /instances/ID/log[?tail=N]` | 200 text/plain (the whole log up to its last MiB, or its last N lines); 404 |
+//! | `GET`/`POST /instance/exit/ID/KEY/CODE` | 200 `{"state": ...}` (no token); 403 stale or spent key; 404 unknown instance; 400 bad code |
+//!
+//! Every route but `/health` and the exit report needs `Authorization:
+//! Bearer TOKEN` (401 without it, checked before anything else). Unknown
+//! paths are 404, a known path with another method 405, a body over
+//! [`BODY_LIMIT`] 413. Every error body is `{"error": "..."}`; a start
+//! that ends in `ERROR` adds `"instance"`, the instance as it is then.
+//! An instance id in a path that is not `[A-Za-z0-9-]{1,64}` is 400.
+
+use std::io::Read;
+
+use serde::Serialize;
+use serde_json::json;
+use tiny_http::{Header, Method, Request, Response};
+
+use super::node::{secret_eq, Node, Origin};
+use crate::error::Error;
+use crate::protocol::{self, InstanceList};
+
+/// The largest request body accepted.
+pub(crate) const BODY_LIMIT: usize = 1 << 20;
+
+/// The largest `tail` a log request may ask for.
+const TAIL_MAX: usize = 1_000_000;
+
+/// What a handler answers.
+enum Reply {
+    Json(u16, Vec<u8>),
+    Text(String),
+}
+
+fn json_reply(status: u16, value: &impl Serialize) -> Reply {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => Reply::Json(status, bytes),
+        Err(e) => error_reply(&Error::api(
+            500,
+            format!("unable to encode the answer: {e}"),
+        )),
+    }
+}
+
+fn error_reply(err: &Error) -> Reply {
+    let (status, message) = match err {
+        Error::Api { status, message } => (*status, message.clone()),
+        other => (500, other.to_string()),
+    };
+    let body = serde_json::to_vec(&protocol::ApiError { error: message })
+        .unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
+    Reply::Json(status, body)
+}
+
+/// Handles one request and answers it; errors answering (a client that
+/// hung up) are ignored.
+pub(crate) fn handle(node: &Node, mut request: Request) {
+    let reply = route(node, &mut request);
+    let (status, body, content_type) = match reply {
+        Reply::Json(status, body) => (status, body, "application/json"),
+        Reply::Text(text) => (200, text.into_bytes(), "text/plain; charset=utf-8"),
+    };
+    let mut response = Response::from_data(body).with_status_code(status);
+    if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
+        response.add_header(header);
+    }
+    let _ = request.respond(response);
+}
+
+/// True when the request carries `Authorization: Bearer TOKEN`.
+fn authorised(node: &Node, request: &Request) -> bool {
+    request
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv("Authorization"))
+        .any(|h| {
+            h.value
+                .as_str()
+                .strip_prefix("Bearer ")
+                .is_some_and(|t| secret_eq(t.trim().as_bytes(), node.token().as_bytes()))
+        })
+}
+
+/// Reads the body, at most [`BODY_LIMIT`] bytes.
+fn read_body(request: &mut Request) -> Result<Vec<u8>, Error> {
+    if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(BODY_LIMIT as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::api(400, format!("unable to read the request body: {e}")))?;
+    if body.len() > BODY_LIMIT {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+fn too_large() -> Error {
+    Error::api(413, format!("request body larger than {BODY_LIMIT} bytes"))
+}
+
+fn check_id(id: &str) -> Result<(), Error> {
+    if protocol::valid_instance_id(id) {
+        Ok(())
+    } else {
+        Err(Error::api(
+            400,
+            format!("invalid instance id {id:?}: expected [A-Za-z0-9-]{{1,64}}"),
+        ))
+    }
+}
+
+/// `tail=N` from a query string.
+fn tail_param(query: &str) -> Result<Option<usize>, Error> {
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("tail=") {
+            return match value.parse::<usize>() {
+                Ok(n) if n <= TAIL_MAX => Ok(Some(n)),
+                _ => Err(Error::api(
+                    400,
+                    format!("invalid tail {value:?}: expected 0 to {TAIL_MAX}"),
+                )),
+            };
+        }
+    }
+    Ok(None)
+}
+
+fn route(node: &Node, request: &mut Request) -> Reply {
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = request.method().clone();
+    let open = matches!(segments.as_slice(), ["health"] | ["instance", "exit", ..]);
+    if !open && !authorised(node, request) {
+        return error_reply(&Error::api(401, "missing or wrong API token"));
+    }
+    let result = dispatch(node, request, &method, &segments, query);
+    result.unwrap_or_else(|e| error_reply(&e))
+}
+
+fn dispatch(
+    node: &Node,
+    request: &mut Request,
+    method: &Method,
+    segments: &[&str],
+    query: &str,
+) -> Result<Reply, Error> {
+    use Method::{Delete, Get, Post};
+    match (method, segments) {
+        (Get, ["health"]) => Ok(json_reply(
+            200,
+            &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+        )),
+        (Get, ["runtimes"]) => Ok(json_reply(200, &node.runtimes())),
+        (Get, ["instances"]) => Ok(json_reply(
+            200,
+            &InstanceList {
+                instances: node.list(),
+            },
+        )),
+        (Post, ["instances"]) => {
+            let body = read_body(request)?;
+            Ok(json_reply(201, &node.register(&body)?))
+        }
+        (Get, ["instances", id]) => {
+            check_id(id)?;
+            Ok(json_reply(200, &node.show(id)?))
+        }
+        (Delete, ["instances", id]) => {
+            check_id(id)?;
+            Ok(json_reply(200, &node.deregister(id)?))
+        }
+        (Post, ["instances", id, "start"]) => {
+            check_id(id)?;
+            match node.start(id, Origin::Api) {
+                Ok(view) => Ok(json_reply(200, &view)),
+                Err(Error::Api { status, message }) if status >= 409 && status != 413 => {
+                    let instance = node.show(id).ok();
+                    Ok(json_reply(
+                        status,
+                        &json!({"error": message, "instance": instance}),
+                    ))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        (Post, ["instances", id, "stop"]) => {
+            check_id(id)?;
+            Ok(json_reply(200, &node.stop(id)?))
+        }
+        (Get, ["instances", id, "log"]) => {
+            check_id(id)?;
+            let tail = tail_param(query)?;
+            Ok(Reply::Text(node.log(id, tail)?))
+        }
+        (Get | Post, ["instance", "exit", id, key, code]) => {
+            let state = node.exit_report(id, key, code)?;
+            Ok(json_reply(200, &json!({"state": state})))
+        }
+        (
+            _,
+            ["health"]
+            | ["runtimes"]
+            | ["instances"]
+            | ["instances", _]
+            | ["instances", _, "start" | "stop" | "log"]
+            | ["instance", "exit", _, _, _],
+        ) => Err(Error::api(405, format!("method {method} not allowed here"))),
+        _ => Err(Error::api(404, "no such route")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_is_parsed_and_bounded() {
+        assert_eq!(tail_param("").unwrap(), None);
+        assert_eq!(tail_param("x=1&tail=5").unwrap(), Some(5));
+        assert!(tail_param("tail=-1").is_err());
+        assert!(tail_param("tail=99999999999").is_err());
+    }
+
+    #[test]
+    fn ids_in_paths_are_checked() {
+        assert!(check_id("web-1").is_ok());
+        assert!(check_id("..").is_err());
+        assert!(check_id("a%2Fb").is_err());
+    }
+}

@@ -1,0 +1,308 @@
+//! The instance catalog and the layout of the data directory.
+//!
+//! `DATA_DIR/catalog.json` holds every registered instance with its state,
+//! its port, the supervisor identity (pid + start time) and exit key of its
+//! current launch, and its restart backoff. It is rewritten whole on every
+//! change, atomically and durably (`fsutil::write_atomic`), so a crash
+//! leaves the previous catalog or the new one. A catalog that cannot be
+//! read or parsed is a fatal error naming the file: the heart never starts
+//! empty over it.
+//!
+//! Deregistered instances are dropped from the catalog (a `GET` of them
+//! answers 404).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::process::Identity;
+use crate::protocol::{Application, Environment, InstanceView, Restart, RuntimeSpec, State};
+
+/// Format version of `catalog.json`.
+pub(crate) const FORMAT: u32 = 1;
+
+/// Where everything lives in the data directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Paths {
+    /// The data directory itself, absolute.
+    pub root: PathBuf,
+}
+
+impl Paths {
+    /// `catalog.json`.
+    pub(crate) fn catalog(&self) -> PathBuf {
+        self.root.join("catalog.json")
+    }
+    /// `token`, mode 0600.
+    pub(crate) fn token(&self) -> PathBuf {
+        self.root.join("token")
+    }
+    /// `address`: the `IP:PORT` a client should use.
+    pub(crate) fn address(&self) -> PathBuf {
+        self.root.join("address")
+    }
+    /// `instances/`.
+    pub(crate) fn instances(&self) -> PathBuf {
+        self.root.join("instances")
+    }
+    /// `instances/ID/`. `id` must be valid.
+    pub(crate) fn instance(&self, id: &str) -> PathBuf {
+        self.instances().join(id)
+    }
+    /// `supervisor/`.
+    pub(crate) fn supervisor(&self) -> PathBuf {
+        self.root.join("supervisor")
+    }
+    /// `supervisor/ID.json`, the control file.
+    pub(crate) fn control(&self, id: &str) -> PathBuf {
+        self.supervisor().join(format!("{id}.json"))
+    }
+    /// `supervisor/ID.pid`.
+    pub(crate) fn pidfile(&self, id: &str) -> PathBuf {
+        self.supervisor().join(format!("{id}.pid"))
+    }
+    /// `supervisor/ID.start`.
+    pub(crate) fn startflag(&self, id: &str) -> PathBuf {
+        self.supervisor().join(format!("{id}.start"))
+    }
+    /// `supervisor/ID.exited`.
+    pub(crate) fn exited(&self, id: &str) -> PathBuf {
+        self.supervisor().join(format!("{id}.exited"))
+    }
+    /// `logs/`.
+    pub(crate) fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    /// `logs/ID.log`.
+    pub(crate) fn log(&self, id: &str) -> PathBuf {
+        self.logs().join(format!("{id}.log"))
+    }
+    /// `runtimes/`, for managed daemons.
+    pub(crate) fn runtimes(&self) -> PathBuf {
+        self.root.join("runtimes")
+    }
+}
+
+/// Restart backoff of one instance; survives a heart restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Backoff {
+    /// Restarts since the instance last stayed up 60 s.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the next restart is due, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub next_restart: Option<f64>,
+}
+
+/// One instance as the catalog keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub instance_id: String,
+    pub state: State,
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub application: Application,
+    #[serde(default)]
+    pub version: String,
+    pub runtime: RuntimeSpec,
+    #[serde(default)]
+    pub standalone: bool,
+    #[serde(default)]
+    pub exclusive: bool,
+    #[serde(default)]
+    pub startup: Vec<String>,
+    #[serde(default)]
+    pub environment: Environment,
+    #[serde(default)]
+    pub restart: Restart,
+    /// Where the source was copied from.
+    #[serde(default)]
+    pub source: PathBuf,
+    /// The last reason.
+    #[serde(default)]
+    pub message: String,
+    /// The exit key of the current launch; `None` once spent or stopped.
+    #[serde(default)]
+    pub exit_key: Option<String>,
+    /// The supervisor of the current launch.
+    #[serde(default)]
+    pub supervisor: Option<Identity>,
+    /// True when this instance was started by its runtime itself
+    /// (`Started::Managed`): stop and status go to the runtime.
+    #[serde(default)]
+    pub managed: bool,
+    /// Seconds from SIGTERM to SIGKILL of the current launch.
+    #[serde(default)]
+    pub stop_timeout: Option<f64>,
+    /// An operator asked for a stop: the exit is not a failure and is never
+    /// restarted.
+    #[serde(default)]
+    pub stop_requested: bool,
+    /// When it became RUNNING, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub running_since: Option<f64>,
+    /// Restart backoff.
+    #[serde(default)]
+    pub backoff: Backoff,
+}
+
+impl Record {
+    /// The API view of this record.
+    pub(crate) fn view(&self) -> InstanceView {
+        InstanceView {
+            instance_id: self.instance_id.clone(),
+            state: self.state,
+            port: self.port,
+            application: self.application.clone(),
+            version: self.version.clone(),
+            runtime: self.runtime.clone(),
+            standalone: self.standalone,
+            exclusive: self.exclusive,
+            restart: self.restart,
+            message: self.message.clone(),
+            pid: match self.state {
+                State::Starting | State::Running => self.supervisor.map(|s| s.pid),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The whole catalog file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Catalog {
+    #[serde(default)]
+    pub format: u32,
+    #[serde(default)]
+    pub instances: BTreeMap<String, Record>,
+}
+
+impl Catalog {
+    /// Reads `path`; a missing file is an empty catalog, anything else that
+    /// goes wrong is an error naming the file.
+    ///
+    /// # Errors
+    ///
+    /// The file exists but cannot be read, is not JSON, or is not a catalog.
+    pub(crate) fn load(path: &Path) -> Result<Catalog> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Catalog::default()),
+            Err(e) => return Err(Error::io("read catalog", path, e)),
+        };
+        let mut catalog: Catalog = serde_json::from_str(&text)
+            .map_err(|e| Error::json(format!("catalog {}", path.display()), e))?;
+        for (id, record) in &catalog.instances {
+            if id != &record.instance_id || !crate::protocol::valid_instance_id(id) {
+                return Err(Error::invalid(format!(
+                    "invalid catalog {}: bad instance id {id:?}",
+                    path.display()
+                )));
+            }
+        }
+        // A register that never finished: its copy is not trusted.
+        catalog
+            .instances
+            .retain(|_, r| r.state != State::Allocated && r.state != State::Deregistered);
+        catalog.format = FORMAT;
+        Ok(catalog)
+    }
+
+    /// The catalog as the bytes of `catalog.json`, without the records
+    /// still being registered.
+    ///
+    /// # Errors
+    ///
+    /// Serialisation failed (it cannot for these types).
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            format: u32,
+            instances: BTreeMap<&'a str, &'a Record>,
+        }
+        let out = Out {
+            format: FORMAT,
+            instances: self
+                .instances
+                .iter()
+                .filter(|(_, r)| r.state != State::Allocated)
+                .map(|(id, r)| (id.as_str(), r))
+                .collect(),
+        };
+        serde_json::to_vec(&out).map_err(|e| Error::json("catalog", e))
+    }
+
+    /// Writes `bytes` to `path` atomically and durably.
+    ///
+    /// # Errors
+    ///
+    /// As `fsutil::write_atomic`.
+    pub(crate) fn store(path: &Path, bytes: &[u8]) -> Result<()> {
+        fsutil::write_atomic(path, bytes, 0o600)
+    }
+}
+
+/// What an `.exited` file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Exited {
+    /// The reported code.
+    pub code: i32,
+    /// The exit key of the launch, when the file names it.
+    pub exit_key: Option<String>,
+}
+
+/// Parses an `.exited` file: a bare code (`3`), a JSON number, or a JSON
+/// object with `code` (or `exit_code`) and optionally `exit_key`.
+pub(crate) fn parse_exited(text: &str) -> Option<Exited> {
+    let text = text.trim();
+    if let Ok(code) = text.parse::<i32>() {
+        return Some(Exited {
+            code,
+            exit_key: None,
+        });
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let code = value
+        .get("code")
+        .or_else(|| value.get("exit_code"))
+        .and_then(serde_json::Value::as_i64)?;
+    Some(Exited {
+        code: i32::try_from(code).ok()?,
+        exit_key: value
+            .get("exit_key")
+            .or_else(|| value.get("key"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exited_files_in_every_shape() {
+        assert_eq!(parse_exited("3\n").map(|e| e.code), Some(3));
+        assert_eq!(parse_exited("-15").map(|e| e.code), Some(-15));
+        let e = parse_exited(r#"{"code": 0, "exit_key": "k"}"#).unwrap();
+        assert_eq!((e.code, e.exit_key.as_deref()), (0, Some("k")));
+        assert_eq!(parse_exited("garbage"), None);
+        assert_eq!(parse_exited(""), None);
+    }
+
+    #[test]
+    fn a_catalog_that_is_not_json_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("pm-heart-cat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("catalog.json");
+        assert!(Catalog::load(&path).unwrap().instances.is_empty());
+        std::fs::write(&path, "not json").unwrap();
+        let err = Catalog::load(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
