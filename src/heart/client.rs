@@ -104,6 +104,8 @@ struct Args {
 struct Failed {
     code: Tool,
     error: Error,
+    /// The body of a refusal by the heart.
+    answer: Option<String>,
 }
 
 impl Failed {
@@ -111,6 +113,7 @@ impl Failed {
         Failed {
             code: Tool::Usage,
             error,
+            answer: None,
         }
     }
 
@@ -118,6 +121,7 @@ impl Failed {
         Failed {
             code: Tool::Temporary,
             error,
+            answer: None,
         }
     }
 
@@ -125,6 +129,7 @@ impl Failed {
         Failed {
             code: Tool::Failure,
             error,
+            answer: None,
         }
     }
 }
@@ -355,7 +360,10 @@ fn execute(args: &Args, command: Command) -> Outcome<()> {
 /// Starts `id` and prints where it ended; a start that ends in ERROR is
 /// a failure with the instance's message.
 fn start(heart: &Heart, id: &str, json: bool) -> Outcome<()> {
-    let text = heart.post(&format!("/instances/{id}/start"), None)?;
+    let text = match heart.post(&format!("/instances/{id}/start"), None) {
+        Ok(text) => text,
+        Err(failed) => return Err(start_refused(heart, id, json, failed)),
+    };
     let view: InstanceView = decode(&text)?;
     if json {
         print_json(&text)?;
@@ -369,6 +377,39 @@ fn start(heart: &Heart, id: &str, json: bool) -> Outcome<()> {
         ))));
     }
     Ok(())
+}
+
+/// A refused start. When it ended in ERROR the heart adds the instance
+/// to its `{"error": ...}`: its state is printed like a successful
+/// answer's, and the error names what failed.
+fn start_refused(heart: &Heart, id: &str, json: bool, failed: Failed) -> Failed {
+    let instance = failed
+        .answer
+        .as_deref()
+        .and_then(|body| serde_json::from_str::<Value>(body).ok())
+        .and_then(|body| {
+            serde_json::from_value::<InstanceView>(body.get("instance")?.clone()).ok()
+        });
+    if let (Some(view), Some(body)) = (instance, failed.answer.as_deref()) {
+        let printed = if json {
+            print_json(body)
+        } else {
+            print(&format!("{}\n", state_line(&view, &heart.app_host)))
+        };
+        if let Err(err) = printed {
+            return err;
+        }
+    }
+    match failed.error {
+        Error::Api { status, message } => Failed {
+            error: Error::api(
+                status,
+                format!("unable to start {id}: {}", message.trim_end()),
+            ),
+            ..failed
+        },
+        _ => failed,
+    }
 }
 
 /// Reads the body of `POST /instances` from `file`. A relative `source`
@@ -664,7 +705,10 @@ impl Heart {
                 .unwrap_or("error")
                 .to_string(),
         };
-        Err(Failed::failure(Error::api(status, message)))
+        Err(Failed {
+            answer: Some(text),
+            ..Failed::failure(Error::api(status, message))
+        })
     }
 }
 
