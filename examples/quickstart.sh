@@ -35,6 +35,37 @@ HEART="$BIN/pm-heart"
 
 mkdir -p "$DATA"
 
+# Starts the heart in the background and waits, with a bound, for its
+# readiness line in the new part of its log. Returns 1 if it exited.
+start_heart() {
+    say "starting pm-heart serve (log: $LOG)"
+    : >>"$LOG"
+    before=$(wc -l <"$LOG")
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$HEART" serve </dev/null >>"$LOG" 2>&1 &
+    else
+        nohup "$HEART" serve </dev/null >>"$LOG" 2>&1 &
+    fi
+    heart_pid=$!
+    for _ in $(seq 1 $((READY_SECONDS * 10))); do
+        if tail -n +$((before + 1)) "$LOG" | grep -q '^listening on '; then
+            echo "$heart_pid" >"$DATA/heart.pid"
+            return 0
+        fi
+        if ! kill -0 "$heart_pid" 2>/dev/null; then
+            return 1
+        fi
+        sleep 0.1
+    done
+    kill "$heart_pid" 2>/dev/null || true
+    return 1
+}
+
+fail_start() {
+    tail -n +$((before + 1)) "$LOG" >&2 || true
+    die "the heart did not start (above: the end of $LOG)${1:+: $1}"
+}
+
 heart_pid=""
 if "$HEART" runtimes --data-dir "$DATA" >/dev/null 2>&1; then
     say "a heart already answers at $(cat "$DATA/address") with the token in $DATA: reusing it"
@@ -46,35 +77,24 @@ if "$HEART" runtimes --data-dir "$DATA" >/dev/null 2>&1; then
         fi
     fi
 else
-    say "starting pm-heart serve (log: $LOG)"
-    : >>"$LOG"
-    before=$(wc -l <"$LOG")
-    if command -v setsid >/dev/null 2>&1; then
-        setsid "$HEART" serve </dev/null >>"$LOG" 2>&1 &
-    else
-        nohup "$HEART" serve </dev/null >>"$LOG" 2>&1 &
-    fi
-    heart_pid=$!
-    echo "$heart_pid" >"$DATA/heart.pid"
-    # Wait, with a bound, for the heart's readiness line in the new part
-    # of its log.
-    ready=""
-    for _ in $(seq 1 $((READY_SECONDS * 10))); do
-        if tail -n +$((before + 1)) "$LOG" | grep -q '^listening on '; then
-            ready=yes
-            break
+    # 42500 lies in Linux's ephemeral port range: a connection that some
+    # program closed may hold it in TIME_WAIT for up to a minute. When the
+    # bind fails but nothing listens there, wait for it (bounded).
+    deadline=$((SECONDS + 75))
+    while :; do
+        start_heart && break
+        if ! grep -q 'Address already in use' <(tail -n +$((before + 1)) "$LOG"); then
+            fail_start
         fi
-        if ! kill -0 "$heart_pid" 2>/dev/null; then
-            break
+        if (exec 3<>"/dev/tcp/${LISTEN%:*}/${LISTEN##*:}") 2>/dev/null; then
+            fail_start "another program listens on $LISTEN (a heart with another data directory?)"
         fi
-        sleep 0.1
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            fail_start "$LISTEN stayed in use"
+        fi
+        say "$LISTEN is held by a closing connection (TIME_WAIT); retrying in 2 s"
+        sleep 2
     done
-    if [ -z "$ready" ]; then
-        kill "$heart_pid" 2>/dev/null || true
-        rm -f "$DATA/heart.pid"
-        tail -n +$((before + 1)) "$LOG" >&2 || true
-        die "the heart did not start (above: the end of $LOG). Is $LISTEN taken by another program, or by a heart with another data directory?"
-    fi
     say "$(tail -n +$((before + 1)) "$LOG" | grep -m1 '^listening on ') (pid $heart_pid)"
 fi
 
