@@ -381,24 +381,25 @@ fn start(heart: &Heart, id: &str, json: bool) -> Outcome<()> {
 
 /// A refused start. When it ended in ERROR the heart adds the instance
 /// to its `{"error": ...}`: its state is printed like a successful
-/// answer's, and the error names what failed.
+/// answer's, and the error names what failed. Other refusals (unknown
+/// instance, wrong state) are passed on as they are.
 fn start_refused(heart: &Heart, id: &str, json: bool, failed: Failed) -> Failed {
-    let instance = failed
+    let ended_in_error = failed
         .answer
         .as_deref()
         .and_then(|body| serde_json::from_str::<Value>(body).ok())
-        .and_then(|body| {
-            serde_json::from_value::<InstanceView>(body.get("instance")?.clone()).ok()
-        });
-    if let (Some(view), Some(body)) = (instance, failed.answer.as_deref()) {
-        let printed = if json {
-            print_json(body)
-        } else {
-            print(&format!("{}\n", state_line(&view, &heart.app_host)))
-        };
-        if let Err(err) = printed {
-            return err;
-        }
+        .and_then(|body| serde_json::from_value::<InstanceView>(body.get("instance")?.clone()).ok())
+        .filter(|view| view.state == State::Error);
+    let (Some(view), Some(body)) = (ended_in_error, failed.answer.as_deref()) else {
+        return failed;
+    };
+    let printed = if json {
+        print_json(body)
+    } else {
+        print(&format!("{}\n", state_line(&view, &heart.app_host)))
+    };
+    if let Err(err) = printed {
+        return err;
     }
     match failed.error {
         Error::Api { status, message } => Failed {
