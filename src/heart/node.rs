@@ -208,7 +208,16 @@ fn has_no_children(pid: i32) -> bool {
 }
 
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
+///
+/// The connect is only tried once a socket LISTENs on the port: a connect
+/// to a loopback port nobody listens on may pick that very port as its
+/// ephemeral source port and connect to itself (TCP simultaneous open),
+/// which both looks like an answer and takes the port from the
+/// application about to bind it.
 fn port_answers(port: u16) -> bool {
+    if !ports::is_listening(port) {
+        return false;
+    }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok()
 }
