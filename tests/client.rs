@@ -518,3 +518,40 @@ fn reports_arrive_once_the_pacemaker_comes_up() {
     controller.wait("/node/register", |_| true);
     wait_until(WAIT, "heart still alive", || alive(heart.pid()));
 }
+
+/// The man page source with font escapes and `\-` resolved.
+fn man_text() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("man/pm-heart.8");
+    fs::read_to_string(path)
+        .unwrap()
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fP", "")
+        .replace("\\-", "-")
+}
+
+#[test]
+fn the_man_page_synopsis_is_the_usage() {
+    let man = man_text();
+    let synopsis: Vec<&str> = man
+        .split(".SH SYNOPSIS\n.nf\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n.fi").next())
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .collect();
+    for args in [&["list", "--help"][..], &["serve", "--help"][..]] {
+        let out = run(Command::new(HEART).args(args));
+        assert!(out.status.success(), "{}", describe("--help", &out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        // The usage proper: up to the first blank line.
+        for line in text.lines().take_while(|l| !l.trim().is_empty()) {
+            let line = line.trim().trim_start_matches("usage:").trim();
+            assert!(
+                synopsis.contains(&line),
+                "{args:?}: {line:?} not in the SYNOPSIS {synopsis:#?}"
+            );
+        }
+    }
+}
