@@ -33,10 +33,12 @@ const PROG: &str = "pm-heart";
 /// The data directory when `--data-dir` is not given.
 pub(crate) const DEFAULT_DATA_DIR: &str = "./pm-data";
 
-/// Bound on a whole request: long enough for a start to wait for its
-/// application (`start_timeout` defaults to 20 s, startup commands come
-/// first).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on a whole request. A start answers only once the instance is
+/// RUNNING or ERROR: after its startup commands (each up to
+/// `startup_timeout`, 300 s by default) and its `start_timeout` (20 s by
+/// default); a register copies the source first. So the bound is generous;
+/// an unreachable heart is caught by the connect timeout instead.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bound on connecting to the heart.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read from the heart (a log can be long).
@@ -681,10 +683,16 @@ impl Heart {
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Outcome<String> {
         let unreachable = |err: ureq::Error| {
-            Failed::temporary(Error::Http(format!(
-                "unable to reach the heart at {}: {err}",
-                self.base
-            )))
+            let message = match err {
+                ureq::Error::Timeout(_) => format!(
+                    "no answer from the heart at {} within {} s; the request may still \
+                     complete (see pm-heart list)",
+                    self.base,
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+                err => format!("unable to reach the heart at {}: {err}", self.base),
+            };
+            Failed::temporary(Error::Http(message))
         };
         let mut response = result.map_err(unreachable)?;
         let status = response.status().as_u16();
