@@ -48,7 +48,7 @@ start_heart() {
     fi
     heart_pid=$!
     for _ in $(seq 1 $((READY_SECONDS * 10))); do
-        if tail -n +$((before + 1)) "$LOG" | grep -q '^listening on '; then
+        if grep -q '^listening on ' <(tail -n +$((before + 1)) "$LOG"); then
             echo "$heart_pid" >"$DATA/heart.pid"
             return 0
         fi
@@ -95,7 +95,7 @@ else
         say "$LISTEN is held by a closing connection (TIME_WAIT); retrying in 2 s"
         sleep 2
     done
-    say "$(tail -n +$((before + 1)) "$LOG" | grep -m1 '^listening on ') (pid $heart_pid)"
+    say "$(grep -m1 '^listening on ' <(tail -n +$((before + 1)) "$LOG")) (pid $heart_pid)"
 fi
 
 state=$("$HEART" show "$ID" --data-dir "$DATA" 2>/dev/null | sed -n 's/^state: //p' || true)
