@@ -23,10 +23,11 @@ die() { printf 'quickstart: fatal: %s\n' "$*" >&2; exit 1; }
 say "building the release binaries (cargo build --release)"
 cargo build --release --quiet
 
-BIN=target/release
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release
 if [ ! -x "$BIN/pm-heart" ]; then
     # A .cargo/config.toml that sets build.target puts them one level down.
-    for candidate in target/*/release; do
+    for candidate in "$TARGET"/*/release; do
         if [ -x "$candidate/pm-heart" ]; then BIN=$candidate; break; fi
     done
 fi
@@ -124,6 +125,7 @@ cat <<TEXT
 Open $url
 (or: curl $url)
 
+From $(pwd):
 The instance:   $HEART show $ID     (list, log $ID, ...)
 To stop it:     $HEART stop $ID
 To remove it:   $HEART deregister $ID
