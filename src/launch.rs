@@ -74,7 +74,7 @@ pub(crate) fn launch(
         )));
     }
 
-    if !wait::until(STARTFLAG_TIMEOUT, || control.startflagfile.exists()) {
+    if !wait::until_soon(STARTFLAG_TIMEOUT, || control.startflagfile.exists()) {
         return Err(Error::invalid(format!(
             "supervisor did not start the command within {} s (no {})",
             STARTFLAG_TIMEOUT.as_secs(),

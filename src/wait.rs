@@ -16,9 +16,32 @@ const LONGEST: Duration = Duration::from_millis(50);
 /// Polls `cond` until it is true or `timeout` has passed; returns whether
 /// it became true. `cond` is always evaluated at least once, and once more
 /// at the deadline.
-pub(crate) fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn until(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    poll(timeout, FIRST, 2.0, LONGEST, cond)
+}
+
+/// The first poll interval of [`until_soon`].
+const SOON_FIRST: Duration = Duration::from_micros(100);
+/// The longest poll interval of [`until_soon`].
+const SOON_LONGEST: Duration = Duration::from_millis(5);
+
+/// Like [`until`], for cheap conditions on the critical path of a start
+/// (a startflag file, a port starting to listen): the interval starts at
+/// 100 µs and grows by half each time up to 5 ms, so a condition that
+/// comes true after t is seen by about 1.5 t (t + 5 ms at most).
+pub(crate) fn until_soon(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    poll(timeout, SOON_FIRST, 1.5, SOON_LONGEST, cond)
+}
+
+fn poll(
+    timeout: Duration,
+    first: Duration,
+    growth: f64,
+    longest: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
-    let mut interval = FIRST;
+    let mut interval = first;
     loop {
         if cond() {
             return true;
@@ -28,7 +51,7 @@ pub(crate) fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         thread::sleep(interval.min(deadline - now));
-        interval = (interval * 2).min(LONGEST);
+        interval = interval.mul_f64(growth).min(longest);
     }
 }
 
@@ -46,5 +69,14 @@ mod tests {
         let start = Instant::now();
         assert!(!until(Duration::from_millis(30), || false));
         assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn until_soon_polls_finely_and_times_out() {
+        let start = Instant::now();
+        assert!(until_soon(Duration::from_secs(5), || start.elapsed()
+            >= Duration::from_millis(3)));
+        assert!(start.elapsed() < Duration::from_millis(100));
+        assert!(!until_soon(Duration::from_millis(20), || false));
     }
 }

@@ -622,6 +622,8 @@ fn a_killed_heart_finds_its_instances_again() {
     fs::write(env.data().join("catalog.json"), catalog.to_string()).unwrap();
     kill(Pid::from_raw(decoyed_sup), Signal::SIGKILL).unwrap();
     wait_until(LONG, "decoyed's application to die", || !alive(decoyed_app));
+    // ... and its supervisor left an exit file nobody can read.
+    fs::write(env.data().join("supervisor/decoyed.exited"), "garbage").unwrap();
 
     let heart = env.heart(&[]);
     for id in ["a", "b", "c"] {
@@ -650,6 +652,11 @@ fn a_killed_heart_finds_its_instances_again() {
 
     let decoyed = heart.show("decoyed");
     assert_eq!(decoyed["state"], "SUSPENDED", "{decoyed}");
+    assert!(!env.data().join("supervisor/decoyed.exited").exists());
+    assert_eq!(
+        fs::read_to_string(env.data().join("supervisor/decoyed.exited.corrupt")).unwrap(),
+        "garbage"
+    );
     assert_eq!(heart.stop("decoyed").json()["state"], "STOPPED");
     assert!(
         alive(decoy.pid()),
@@ -1012,4 +1019,67 @@ fn serve_help_names_every_option_and_config_keys_are_checked() {
     let heart = env.heart(&["--config", file.to_str().unwrap()]);
     assert_ne!(heart.addr, "127.0.0.1:1");
     assert!(heart.pid() > 0);
+}
+
+#[test]
+fn sigterm_leaves_applications_running_unless_exclusive() {
+    let env = Env::new("sigterm");
+    let heart = env.heart(&[]);
+    let app = env.app();
+    let mut pids = HashMap::new();
+    for (id, exclusive) in [("shared", false), ("own", true)] {
+        let mut body = web_instance(id, &app);
+        body["exclusive"] = json!(exclusive);
+        assert_eq!(heart.register(body).status, 201);
+        let view = heart.start(id).json();
+        assert_eq!(view["state"], "RUNNING", "{view}");
+        pids.insert(id, view["pid"].as_i64().unwrap() as i32);
+    }
+    assert_eq!(heart.terminate().code(), Some(0));
+    assert!(
+        is_supervisor(pids["shared"]),
+        "a shared instance outlives the heart"
+    );
+    assert!(
+        !alive(pids["own"]),
+        "an exclusive instance stops with the heart"
+    );
+    let catalog = env.catalog();
+    assert_eq!(catalog["instances"]["own"]["state"], "STOPPED");
+    assert_eq!(catalog["instances"]["shared"]["state"], "RUNNING");
+
+    let heart = env.heart(&["--stop-on-exit"]);
+    assert_eq!(heart.state("shared"), "RUNNING");
+    assert_eq!(heart.terminate().code(), Some(0));
+    assert!(
+        !alive(pids["shared"]),
+        "--stop-on-exit stops every instance"
+    );
+    assert_eq!(env.catalog()["instances"]["shared"]["state"], "STOPPED");
+}
+
+#[test]
+fn the_periodic_check_notices_a_vanished_supervisor() {
+    let env = Env::new("check");
+    let heart = env.heart(&["--check-interval", "0.2"]);
+    let app = env.app();
+    let mut body = shell_instance(
+        "victim",
+        &app,
+        json!({"launch_command": "sleep 300", "standalone_wait": 0.1}),
+    );
+    body["standalone"] = json!(true);
+    assert_eq!(heart.register(body).status, 201);
+    let supervisor = heart.start("victim").json()["pid"].as_i64().unwrap() as i32;
+    kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
+    let view = heart.wait_state("victim", "ERROR");
+    assert!(
+        view["message"]
+            .as_str()
+            .unwrap()
+            .contains("supervisor is gone"),
+        "{view}"
+    );
+    // It can be started again.
+    assert_eq!(heart.start("victim").json()["state"], "RUNNING");
 }

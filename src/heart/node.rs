@@ -11,7 +11,9 @@
 //!
 //! Every change of the catalog is written to `catalog.json` before the
 //! request that made it is answered (one write may carry several changes:
-//! a writer that finds a newer catalog already on disk skips its own).
+//! a writer that finds a newer catalog already on disk skips its own). A
+//! write that fails is reported on stderr and retried with the next change;
+//! only the write at start-up is fatal.
 //!
 //! State machine (SPEC §4):
 //!
@@ -209,17 +211,15 @@ fn has_no_children(pid: i32) -> bool {
 
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
 ///
-/// The connect is only tried once a socket LISTENs on the port: a connect
-/// to a loopback port nobody listens on may pick that very port as its
-/// ephemeral source port and connect to itself (TCP simultaneous open),
-/// which both looks like an answer and takes the port from the
-/// application about to bind it.
+/// A connect to a loopback port nobody listens on may pick that very port
+/// as its ephemeral source port and connect to itself (TCP simultaneous
+/// open): such a connection is no answer.
 fn port_answers(port: u16) -> bool {
-    if !ports::is_listening(port) {
-        return false;
-    }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok()
+    match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
+        Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
+        Err(_) => false,
+    }
 }
 
 /// Runs `cmd` (spawned in its own process group) and waits at most
@@ -427,7 +427,12 @@ impl Node {
             }
             (out, store.generation, bytes)
         };
-        self.persist(generation, &bytes)?;
+        // The change is made; a catalog that cannot be written is reported
+        // and written again with the next change (the heart keeps serving
+        // rather than leave an operation half done in memory).
+        if let Err(e) = self.persist(generation, &bytes) {
+            cli::warn(PROG, &e);
+        }
         Ok(out)
     }
 
@@ -453,7 +458,12 @@ impl Node {
     ///
     /// The catalog cannot be written.
     pub(crate) fn save(&self) -> Result<()> {
-        self.update(|_| Ok(()))
+        let (generation, bytes) = {
+            let mut store = lock(&self.store);
+            store.generation += 1;
+            (store.generation, store.catalog.to_bytes()?)
+        };
+        self.persist(generation, &bytes)
     }
 
     /// The lock that serialises operations on instance `id`.
@@ -807,7 +817,7 @@ impl Node {
                         shell::DEFAULT_START_TIMEOUT,
                     )
                     .unwrap_or(Duration::from_secs(20));
-                    if !wait::until(timeout, || port_answers(port)) {
+                    if !wait::until_soon(timeout, || port_answers(port)) {
                         let _ = rt.stop(&self.ctx, &instance);
                         return Err(StartFailure::new(format!(
                             "did not answer on port {port} within {} s",
@@ -925,14 +935,14 @@ impl Node {
         let exited = || format!("exited before it was ready; log tail:\n{}", tail());
         match rec.port {
             None => {
-                if wait::until(launch.standalone_wait, gone) {
+                if wait::until_soon(launch.standalone_wait, gone) {
                     return Err(StartFailure::new(exited()));
                 }
                 Ok("running".into())
             }
             Some(port) => {
                 let mut died = false;
-                let ready = wait::until(launch.start_timeout, || {
+                let ready = wait::until_soon(launch.start_timeout, || {
                     if port_answers(port) {
                         return true;
                     }
@@ -1361,10 +1371,15 @@ impl Node {
                 continue;
             }
             let failure = if rec.managed {
-                let status = self
-                    .registry
-                    .get(&rec.runtime.name)
-                    .and_then(|rt| rt.status(&self.ctx, &self.plugin_instance(&rec)));
+                let instance = self.plugin_instance(&rec);
+                let status = self.registry.get(&rec.runtime.name).and_then(|rt| {
+                    rt.status(&self.ctx, &instance).inspect_err(|_| {
+                        // Undo what the managed daemon still holds for it
+                        // (its configuration), so that nothing half-served
+                        // remains and a restart starts clean.
+                        let _ = rt.stop(&self.ctx, &instance);
+                    })
+                });
                 match status {
                     Ok(_) => continue,
                     Err(e) => format!("status check failed: {e}"),

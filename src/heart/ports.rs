@@ -9,6 +9,8 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 
 use super::config::PortRange;
 
@@ -27,8 +29,28 @@ pub(crate) fn listening() -> HashSet<u16> {
 }
 
 /// True when a socket LISTENs on `port`.
+///
+/// Reading the tables costs time in proportion to every TCP socket on the
+/// machine (20 ms with 15,000 of them), so a cheap test comes first: when
+/// both `0.0.0.0:PORT` and `[::]:PORT` can be bound (with SO_REUSEADDR, as
+/// the standard library binds), no socket but a TIME_WAIT one holds the
+/// port, so none listens. Only when a bind fails do the tables decide (the
+/// port may be held by a connection, which does not make it busy).
 pub(crate) fn is_listening(port: u16) -> bool {
-    listening().contains(&port)
+    !bind_probe(port) && listening().contains(&port)
+}
+
+/// True when the port can be bound on every IPv4 and IPv6 address (each
+/// test listener is closed at once).
+fn bind_probe(port: u16) -> bool {
+    if TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_err() {
+        return false;
+    }
+    match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)) {
+        Ok(_) => true,
+        // No IPv6 on this machine: nothing can listen there.
+        Err(e) => e.kind() != io::ErrorKind::AddrInUse,
+    }
 }
 
 /// Adds the listening ports of one `/proc/net/tcp*` table to `ports`.
@@ -55,14 +77,16 @@ fn parse_table(text: &str, ports: &mut HashSet<u16>) {
 /// The lowest port of `range` that is neither `held` by an instance nor
 /// listened on.
 pub(crate) fn allocate(range: PortRange, held: &HashSet<u16>) -> Option<u16> {
-    let busy = listening();
-    (range.low..=range.high).find(|port| !held.contains(port) && !busy.contains(port))
+    let mut table: Option<HashSet<u16>> = None;
+    (range.low..=range.high).find(|port| {
+        !held.contains(port)
+            && (bind_probe(*port) || !table.get_or_insert_with(listening).contains(port))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
 
     const TABLE: &str = "\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -91,6 +115,11 @@ mod tests {
         drop(listener);
         assert!(!is_listening(port));
         assert_eq!(allocate(range, &HashSet::new()), Some(port));
+        // A connection holding the port does not make it busy.
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        let held = client.local_addr().unwrap().port();
+        assert!(!is_listening(held));
         assert_eq!(allocate(range, &HashSet::from([port])), None);
     }
 }
