@@ -935,4 +935,67 @@ mod tests {
         assert_eq!(missing.code, Tool::Usage);
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn answers_map_to_text_or_refusals() {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap();
+        let args = Args {
+            command: Some(Command::List),
+            data_dir: PathBuf::from("/nonexistent"),
+            address: Some(format!("http://{addr}/")),
+            token: Some("t0ken".into()),
+            json: false,
+            tail: None,
+            id: None,
+        };
+        let heart = Heart::connect(&args).unwrap();
+        let answers = [
+            (200, r#"{"instances": []}"#),
+            (404, r#"{"error": "no instance x"}"#),
+            (502, "bad gateway\nmore"),
+            (503, ""),
+        ];
+        let fake = std::thread::spawn(move || {
+            for (status, body) in answers {
+                let request = server.recv().unwrap();
+                let auth = request
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Authorization"))
+                    .map(|h| h.value.to_string());
+                assert_eq!(auth.as_deref(), Some("Bearer t0ken"));
+                request
+                    .respond(tiny_http::Response::from_string(body).with_status_code(status))
+                    .unwrap();
+            }
+        });
+        assert_eq!(heart.get("/instances").unwrap(), r#"{"instances": []}"#);
+        let refused = heart.get("/instances/x").unwrap_err();
+        assert_eq!(refused.code, Tool::Failure);
+        assert_eq!(refused.error.to_string(), "no instance x (HTTP 404)");
+        let refused = heart.get("/runtimes").unwrap_err();
+        assert_eq!(refused.error.to_string(), "bad gateway (HTTP 502)");
+        let refused = heart.get("/runtimes").unwrap_err();
+        assert_eq!(refused.error.to_string(), "Service Unavailable (HTTP 503)");
+        fake.join().unwrap();
+
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dead = Heart::connect(&Args {
+            address: Some(format!("127.0.0.1:{port}")),
+            ..args
+        })
+        .unwrap();
+        let gone = dead.get("/instances").unwrap_err();
+        assert_eq!(gone.code, Tool::Temporary);
+        assert!(gone
+            .error
+            .to_string()
+            .starts_with("unable to reach the heart at http://127.0.0.1:"));
+    }
 }
