@@ -366,6 +366,36 @@ fn make_exit(env: &Env, id: &str, code: i32) {
     writeln!(file, "{code}").unwrap();
 }
 
+/// A request that declares a body of 10^14 bytes and sends three.
+fn huge_declared(addr: &str, token: Option<&str>) -> Answer {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(LONG)).unwrap();
+    let auth = match token {
+        Some(token) => format!("Authorization: Bearer {token}\r\n"),
+        None => String::new(),
+    };
+    write!(
+        stream,
+        "POST /instances HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 100000000000000\r\n\r\nabc"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The connection may stay open: read until the whole answer is in.
+    while !String::from_utf8_lossy(&raw).contains("\"}") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an answer");
+    Answer {
+        status: head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+        body: body.to_string(),
+    }
+}
+
 /// The body of `GET http://127.0.0.1:PORT/PATH` from an application.
 fn fetch(port: u64, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port as u16)).ok()?;
@@ -776,6 +806,21 @@ fn bad_input_is_refused_and_changes_nothing() {
     let big = vec![b' '; 2 << 20];
     cases.push(("oversized body", raw(&big), 413));
     cases.push((
+        "huge declared body",
+        huge_declared(&heart.addr, Some(&heart.token)),
+        413,
+    ));
+    cases.push((
+        "huge declared body, no token",
+        huge_declared(&heart.addr, None),
+        401,
+    ));
+    cases.push((
+        "oversized body, no token",
+        http(&heart.addr, "POST", "/instances", None, &big),
+        401,
+    ));
+    cases.push((
         "no token",
         http(&heart.addr, "GET", "/instances", None, b""),
         401,
@@ -1082,4 +1127,35 @@ fn the_periodic_check_notices_a_vanished_supervisor() {
     );
     // It can be started again.
     assert_eq!(heart.start("victim").json()["state"], "RUNNING");
+}
+
+#[test]
+fn stalled_clients_do_not_block_the_api() {
+    let env = Env::new("stalled");
+    let heart = env.heart(&[]);
+    let app = env.app();
+    // More clients than the heart has workers, each stalled in its body.
+    let stalled: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&heart.addr).unwrap();
+            write!(
+                stream,
+                "POST /instances HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 5000\r\n\r\n{{",
+                heart.token
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    let began = Instant::now();
+    assert_eq!(http(&heart.addr, "GET", "/health", None, b"").status, 200);
+    assert_eq!(heart.call("GET", "/instances", None).status, 200);
+    assert_eq!(heart.register(web_instance("fine", &app)).status, 201);
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    drop(stalled);
+    assert_eq!(heart.terminate().code(), Some(0));
 }

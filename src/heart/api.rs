@@ -20,7 +20,11 @@
 //! that ends in `ERROR` adds `"instance"`, the instance as it is then.
 //! An instance id in a path that is not `[A-Za-z0-9-]{1,64}` is 400.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
@@ -62,10 +66,92 @@ fn error_reply(err: &Error) -> Reply {
     Reply::Json(status, body)
 }
 
+/// tiny_http reads a body up to this size before it hands the request
+/// over; a larger one is read from the socket by whoever handles it.
+const BUFFERED_BODY: usize = 1024;
+
+/// Most requests whose body is read in a thread of its own at once.
+const BODY_THREADS_MAX: usize = 64;
+
+/// Threads reading a request body, and those of them past the read.
+static BODY_THREADS: AtomicUsize = AtomicUsize::new(0);
+static BODY_PROCESSING: AtomicUsize = AtomicUsize::new(0);
+
 /// Handles one request and answers it; errors answering (a client that
 /// hung up) are ignored.
-pub(crate) fn handle(node: &Node, mut request: Request) {
-    let reply = route(node, &mut request);
+///
+/// A request whose body is still to be read from the socket is handled in
+/// a thread of its own (up to [`BODY_THREADS_MAX`] at once), so that a
+/// client that stalls in the middle of its body never holds one of the
+/// bounded pool of workers.
+pub(crate) fn handle(node: &Arc<Node>, mut request: Request) {
+    if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
+        let error = if needs_token(request.url()) && !authorised(node, &request) {
+            unauthorised()
+        } else {
+            too_large()
+        };
+        refuse_oversized(request, &error);
+        return;
+    }
+    let chunked = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Transfer-Encoding"));
+    let unread = request.body_length().map_or(chunked, |n| n > BUFFERED_BODY);
+    if !unread {
+        let reply = route(node, &mut request, None);
+        let _ = request.respond(response_of(reply));
+        return;
+    }
+    if BODY_THREADS.fetch_add(1, Ordering::SeqCst) >= BODY_THREADS_MAX {
+        BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+        respond_after_body(node, request);
+        return;
+    }
+    // The request goes to the thread through a channel, so that it stays
+    // here when the thread cannot be started.
+    let (tx, rx) = mpsc::channel::<Request>();
+    let thread_node = Arc::clone(node);
+    let spawned = thread::Builder::new()
+        .name("request-body".into())
+        .spawn(move || {
+            if let Ok(request) = rx.recv() {
+                respond_after_body(&thread_node, request);
+            }
+            BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+        });
+    match spawned {
+        Ok(_) => {
+            if let Err(mpsc::SendError(request)) = tx.send(request) {
+                respond_after_body(node, request);
+            }
+        }
+        Err(_) => {
+            BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+            respond_after_body(node, request);
+        }
+    }
+}
+
+/// Reads the body of `request`, then routes and answers it; counted in
+/// [`BODY_PROCESSING`] once the body is in.
+fn respond_after_body(node: &Node, mut request: Request) {
+    let body = read_body(&mut request);
+    BODY_PROCESSING.fetch_add(1, Ordering::SeqCst);
+    let reply = route(node, &mut request, Some(body));
+    let _ = request.respond(response_of(reply));
+    BODY_PROCESSING.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Waits, at most `timeout`, for the requests whose body was read in a
+/// thread of their own and which are still being handled (a register
+/// copying its source); those still waiting for their body are dropped.
+pub(crate) fn wait_for_body_requests(timeout: Duration) -> bool {
+    crate::wait::until(timeout, || BODY_PROCESSING.load(Ordering::SeqCst) == 0)
+}
+
+fn response_of(reply: Reply) -> Response<std::io::Cursor<Vec<u8>>> {
     let (status, body, content_type) = match reply {
         Reply::Json(status, body) => (status, body, "application/json"),
         Reply::Text(text) => (200, text.into_bytes(), "text/plain; charset=utf-8"),
@@ -74,7 +160,59 @@ pub(crate) fn handle(node: &Node, mut request: Request) {
     if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
         response.add_header(header);
     }
-    let _ = request.respond(response);
+    response
+}
+
+/// The largest unread body that is drained after a 413.
+const DRAIN_MAX: usize = 64 << 20;
+
+/// Answers 413 to a request whose declared body is over the limit.
+///
+/// tiny_http drains an unread body when the request is dropped, reading it
+/// into a zeroed buffer as large as what is left to read; a buffer larger
+/// than the kernel will map aborts the process. So the body is never left
+/// to that drain unless it is small enough: up to [`DRAIN_MAX`] the answer
+/// and the drain run in a short-lived thread (the worker goes on at once);
+/// beyond it the request is turned into a raw stream that is never dropped
+/// (its connection stays open until the heart exits) rather than risk the
+/// abort. That answer has the status (413, or 401 without the token) and
+/// the JSON error but, as a tiny_http upgrade, no `Content-Length`.
+fn refuse_oversized(request: Request, error: &Error) {
+    let declared = request.body_length().unwrap_or(0);
+    if declared <= DRAIN_MAX {
+        let reply = error_reply(error);
+        let spawned = std::thread::Builder::new()
+            .name("drain".into())
+            .spawn(move || {
+                let _ = request.respond(response_of(reply));
+            });
+        if let Err(e) = spawned {
+            crate::cli::warn("pm-heart", format!("unable to start a drain thread: {e}"));
+        }
+    } else {
+        // The status line and headers go out with the upgrade; the body
+        // (whose length the client cannot know) follows on the raw stream.
+        let (status, message) = match error {
+            Error::Api { status, message } => (*status, message.clone()),
+            other => (500, other.to_string()),
+        };
+        let body = serde_json::to_vec(&protocol::ApiError { error: message }).unwrap_or_default();
+        let head = Response::empty(status);
+        let mut stream = request.upgrade("close", head);
+        let _ = stream.write_all(&body).and_then(|()| stream.flush());
+        std::mem::forget(stream);
+    }
+}
+
+/// True for every path but `/health` and the exit reports.
+fn needs_token(url: &str) -> bool {
+    let path = url.split_once('?').map_or(url, |(path, _)| path);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    !matches!(segments.as_slice(), ["health"] | ["instance", "exit", ..])
+}
+
+fn unauthorised() -> Error {
+    Error::api(401, "missing or wrong API token")
 }
 
 /// True when the request carries `Authorization: Bearer TOKEN`.
@@ -91,11 +229,9 @@ fn authorised(node: &Node, request: &Request) -> bool {
         })
 }
 
-/// Reads the body, at most [`BODY_LIMIT`] bytes.
+/// Reads the body, at most [`BODY_LIMIT`] bytes (a declared length over
+/// the limit never gets here: see [`refuse_oversized`]).
 fn read_body(request: &mut Request) -> Result<Vec<u8>, Error> {
-    if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
-        return Err(too_large());
-    }
     let mut body = Vec::new();
     request
         .as_reader()
@@ -139,22 +275,23 @@ fn tail_param(query: &str) -> Result<Option<usize>, Error> {
     Ok(None)
 }
 
-fn route(node: &Node, request: &mut Request) -> Reply {
+/// Routes a request; `body` is its body when already read.
+fn route(node: &Node, request: &mut Request, body: Option<Result<Vec<u8>, Error>>) -> Reply {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = request.method().clone();
-    let open = matches!(segments.as_slice(), ["health"] | ["instance", "exit", ..]);
-    if !open && !authorised(node, request) {
-        return error_reply(&Error::api(401, "missing or wrong API token"));
+    if needs_token(path) && !authorised(node, request) {
+        return error_reply(&unauthorised());
     }
-    let result = dispatch(node, request, &method, &segments, query);
+    let result = dispatch(node, request, body, &method, &segments, query);
     result.unwrap_or_else(|e| error_reply(&e))
 }
 
 fn dispatch(
     node: &Node,
     request: &mut Request,
+    body: Option<Result<Vec<u8>, Error>>,
     method: &Method,
     segments: &[&str],
     query: &str,
@@ -173,7 +310,10 @@ fn dispatch(
             },
         )),
         (Post, ["instances"]) => {
-            let body = read_body(request)?;
+            let body = match body {
+                Some(body) => body?,
+                None => read_body(request)?,
+            };
             Ok(json_reply(201, &node.register(&body)?))
         }
         (Get, ["instances", id]) => {

@@ -58,6 +58,10 @@ const PROG: &str = "pm-heart";
 /// holds its worker until the instance is RUNNING or ERROR.
 pub(crate) const WORKERS: usize = 32;
 
+/// How long shutdown waits for requests handled in their own thread (a
+/// register reading a large body) that are past reading their body.
+const BODY_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Stack size of each worker thread.
 const WORKER_STACK: usize = 256 * 1024;
 
@@ -242,6 +246,9 @@ fn serve(config: Config) -> Result<()> {
         let _ = handle.join();
     }
     let _ = checker.join();
+    if !api::wait_for_body_requests(BODY_REQUEST_WAIT) {
+        cli::warn(PROG, "requests still in progress at exit");
+    }
     drop(server);
     node.shutdown();
     Ok(())

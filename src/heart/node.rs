@@ -743,7 +743,9 @@ impl Node {
         })?;
         self.kick();
         match failure {
-            None => Ok(view),
+            None if view.state == State::Running => Ok(view),
+            // It exited in the moment between its answer and this update.
+            None => Err(Error::api(500, view.message.clone())),
             Some(status) => Err(Error::api(status, view.message.clone())),
         }
     }
@@ -1440,8 +1442,13 @@ impl Node {
             let spawned = thread::Builder::new()
                 .name(format!("restart-{id}"))
                 .spawn(move || {
-                    if let Err(e) = node.start(&id, Origin::Restart) {
-                        cli::warn(PROG, format!("restart of {id} failed: {e}"));
+                    match node.start(&id, Origin::Restart) {
+                        // Stopped, started or removed meanwhile.
+                        Ok(_)
+                        | Err(Error::Api {
+                            status: 404 | 409, ..
+                        }) => {}
+                        Err(e) => cli::warn(PROG, format!("restart of {id} failed: {e}")),
                     }
                     lock(&node.restarting).remove(&id);
                 });
