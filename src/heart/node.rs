@@ -211,10 +211,19 @@ fn has_no_children(pid: i32) -> bool {
 
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
 ///
-/// A connect to a loopback port nobody listens on may pick that very port
-/// as its ephemeral source port and connect to itself (TCP simultaneous
-/// open): such a connection is no answer.
+/// The connect is only tried once a socket LISTENs on the port (from the
+/// `/proc/net/tcp*` tables). A connect to a loopback port nobody listens on
+/// may pick that very port as its ephemeral source port and connect to
+/// itself (TCP simultaneous open); even refused as an answer, that
+/// connection leaves the instance's own port in TIME_WAIT for a minute,
+/// where it blocks the application's bind. With a listener on the port,
+/// the port cannot be a source port. The tables cost time in proportion
+/// to the sockets on the machine (under a millisecond with a few hundred,
+/// 20 ms with 15,000); the poll interval grows to match.
 fn port_answers(port: u16) -> bool {
+    if !ports::listening().contains(&port) {
+        return false;
+    }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
         Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
