@@ -1,6 +1,7 @@
 //! Integration tests: every test runs the real binaries.
 
 mod apache;
+mod client;
 mod heart;
 mod runtime;
 mod supervisor;
