@@ -94,14 +94,6 @@ impl Error {
     pub fn invalid(message: impl Into<String>) -> Error {
         Error::Invalid(message.into())
     }
-
-    /// The `io::ErrorKind` behind this error, if it wraps an I/O error.
-    pub fn io_kind(&self) -> Option<io::ErrorKind> {
-        match self {
-            Error::Io { source, .. } => Some(source.kind()),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for Error {

@@ -16,8 +16,6 @@
 //! directly, and each block there carries a `// SAFETY:` comment.
 
 #![deny(unsafe_code)]
-// Scaffolding: removed once every program uses the OS layer.
-#![allow(dead_code)]
 
 pub(crate) mod cli;
 pub(crate) mod error;

@@ -397,16 +397,6 @@ impl Node {
         &self.token
     }
 
-    /// The runtime registry.
-    pub(crate) fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// The data directory layout.
-    pub(crate) fn paths(&self) -> &Paths {
-        &self.paths
-    }
-
     fn node_report(&self, catalog: &Catalog) -> NodeReport {
         NodeReport {
             node: self.node_name.clone(),

@@ -214,11 +214,6 @@ impl Registry {
         self.timeout
     }
 
-    /// The plugin directories searched.
-    pub(crate) fn plugin_dirs(&self) -> &[PathBuf] {
-        &self.plugin_dirs
-    }
-
     /// The runtime called `name`.
     ///
     /// # Errors
