@@ -219,7 +219,7 @@ fn whole_lifecycle_through_the_client() {
     );
 
     let out = heart.ok(&["register", file.to_str().unwrap()]);
-    assert!(out.starts_with("life-1: REGISTERED (port 450"), "{out}");
+    assert!(out.starts_with("life-1: REGISTERED (port 230"), "{out}");
 
     let table = heart.ok(&["list"]);
     let mut lines = table.lines();
@@ -237,7 +237,7 @@ fn whole_lifecycle_through_the_client() {
     let out = heart.ok(&["start", "life-1"]);
     assert!(out.starts_with("life-1: RUNNING\n"), "{out}");
     let url = url_in(&out);
-    assert!(url.starts_with("http://127.0.0.1:450"), "{url}");
+    assert!(url.starts_with("http://127.0.0.1:230"), "{url}");
     let body = http_get(&url);
     assert!(body.contains("I am instance life-1"), "{body}");
 
