@@ -20,26 +20,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::util::{alive, wait_for, wait_until, ChildGuard, Dir, HEART};
-
-/// The test application: serves its directory on 127.0.0.1:PORT.
-///
-/// The server retries its bind on EADDRINUSE for a while, so that a port
-/// just released by another instance of the same test does not fail it.
-const SERVER_PY: &str = r#"
-import errno, http.server, sys, time
-port = int(sys.argv[1])
-deadline = time.time() + 75
-while True:
-    try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
-        break
-    except OSError as e:
-        if e.errno != errno.EADDRINUSE or time.time() > deadline:
-            raise
-        time.sleep(0.05)
-server.serve_forever()
-"#;
+use crate::util::{alive, wait_for, wait_until, ChildGuard, Dir, HEART, WEB_SERVER_PY};
 
 /// Next free block of the private port range.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(21000);
@@ -130,7 +111,7 @@ impl Env {
     /// and returns its path.
     fn app(&self) -> PathBuf {
         self.dir.write("app/hello.txt", "hello from the app\n");
-        self.dir.write("app/server.py", SERVER_PY);
+        self.dir.write("app/server.py", WEB_SERVER_PY);
         self.dir.join("app")
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::util::{describe, run, Dir, RUNTIME};
+use crate::util::{describe, run, Dir, RUNTIME, WEB_SERVER_PY};
 
 const EXAMPLE_PLUGIN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -637,24 +637,6 @@ fn plugins_are_discovered_in_order() {
     assert_eq!(all["dup"], ["2.2"]);
 }
 
-/// The test web server: serves its directory on 127.0.0.1:PORT, retrying
-/// its bind for a few seconds on EADDRINUSE, so that a port just released
-/// by another instance does not fail the test.
-const SERVER_PY: &str = r#"
-import errno, http.server, sys, time
-port = int(sys.argv[1])
-deadline = time.time() + 5
-while True:
-    try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
-        break
-    except OSError as e:
-        if e.errno != errno.EADDRINUSE or time.time() > deadline:
-            raise
-        time.sleep(0.05)
-server.serve_forever()
-"#;
-
 /// A heart of this test file: its own data directory, plugin directory
 /// and ten ports of 24000-24999. On drop it kills the heart and every
 /// supervisor it started (their commands die with them).
@@ -824,7 +806,7 @@ fn nvm_application_runs_through_the_heart() {
             .contains(&Value::from(version.clone())),
         "{runtimes}"
     );
-    // The server retries its bind on EADDRINUSE, as SERVER_PY does.
+    // The server retries its bind on EADDRINUSE, as WEB_SERVER_PY does.
     let server = "const srv = require('http').createServer((q, s) => s.end('node ' + process.version + ' ' + process.env.NVM_BIN + ' ' + process.env.PATH.split(':')[0])); let tries = 100; srv.on('error', (e) => { if (e.code === 'EADDRINUSE' && tries-- > 0) { setTimeout(() => srv.listen(%(port)d, '127.0.0.1'), 50); } else { throw e; } }); srv.listen(%(port)d, '127.0.0.1')";
     let view = heart.register(
         "nvm-app",
@@ -862,7 +844,7 @@ fn external_plugin_runs_an_application_through_the_heart() {
         "app/Procfile",
         "# the example application\nweb: python3 server.py $PORT\n",
     );
-    dir.write("app/server.py", SERVER_PY);
+    dir.write("app/server.py", WEB_SERVER_PY);
     dir.write("app/hello.txt", "hello\n");
     let heart = Heart::start(&dir, &plugins, 24010, &[]);
     let (_, runtimes) = heart.call("GET", "/runtimes", None);
@@ -1003,7 +985,7 @@ fn managed_plugin_start_stop_and_status_through_the_heart() {
     let dir = Dir::new("managed-heart");
     dir.script("plugins/pm-runtime-selfrun", SELF_RUN_PLUGIN);
     dir.write("app/index.html", "managed by the plugin\n");
-    dir.write("app/server.py", SERVER_PY);
+    dir.write("app/server.py", WEB_SERVER_PY);
     let heart = Heart::start(&dir, &dir.join("plugins"), 24030, &[]);
     let view = heart.register(
         "selfrun-app",

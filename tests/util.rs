@@ -17,6 +17,25 @@ pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_pm-supervisor");
 pub const HEART: &str = env!("CARGO_BIN_EXE_pm-heart");
 pub const RUNTIME: &str = env!("CARGO_BIN_EXE_pm-runtime");
 
+/// A test web application: `python3 server.py PORT` serves its working
+/// directory on 127.0.0.1:PORT. It retries its bind on EADDRINUSE for up
+/// to 10 s, so that a port just released by another instance of the same
+/// test does not fail it.
+pub const WEB_SERVER_PY: &str = r#"
+import errno, http.server, sys, time
+port = int(sys.argv[1])
+deadline = time.time() + 10
+while True:
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+        break
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE or time.time() > deadline:
+            raise
+        time.sleep(0.05)
+server.serve_forever()
+"#;
+
 /// A scratch directory, removed on drop unless the test failed
 /// (then it is kept for a look and its path printed).
 pub struct Dir {
