@@ -19,7 +19,9 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::util::{alive, wait_for, wait_until, Dir, HEART, SUPERVISOR};
+use crate::util::{
+    alive, is_supervisor, supervisor_pids, wait_for, wait_until, Dir, HEART, SUPERVISOR,
+};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -51,19 +53,11 @@ impl Drop for Cleanup {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
-        let mut supervisors: Vec<i32> = fs::read_dir(self.data.join("supervisor"))
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
-                    .filter_map(|e| read_pid(&e.path()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        supervisors.extend(read_pid(&apache.join("supervisor.pid")));
+        let mut supervisors = supervisor_pids(&self.data);
+        supervisors
+            .extend(read_pid(&apache.join("supervisor.pid")).filter(|&pid| is_supervisor(pid)));
         for pid in supervisors {
-            if cmdline_has(pid, "pm-supervisor") {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::util::{alive, describe, run, wait_for, wait_until, Dir, HEART};
+use crate::util::{alive, describe, run, supervisor_pids, wait_for, wait_until, Dir, HEART};
 
 const READY: Duration = Duration::from_secs(20);
 const WAIT: Duration = Duration::from_secs(20);
@@ -111,21 +111,6 @@ impl Heart {
             child.try_wait().unwrap()
         })
     }
-
-    fn supervisor_pids(&self) -> Vec<i32> {
-        let Ok(entries) = fs::read_dir(self.data.join("supervisor")) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|entry| {
-                let path = entry.ok()?.path();
-                if path.extension()? != "pid" {
-                    return None;
-                }
-                fs::read_to_string(path).ok()?.trim().parse().ok()
-            })
-            .collect()
-    }
 }
 
 impl Drop for Heart {
@@ -133,14 +118,7 @@ impl Drop for Heart {
         // Supervisors first, while the heart still takes their exit
         // reports (a supervisor whose heart is gone retries its report for
         // its whole report deadline).
-        let supervisors: Vec<i32> = self
-            .supervisor_pids()
-            .into_iter()
-            .filter(|pid| {
-                fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("pm-supervisor"))
-            })
-            .collect();
+        let supervisors = supervisor_pids(&self.data);
         for &pid in &supervisors {
             // Forwarded to the command's process group.
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);

@@ -20,7 +20,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::util::{alive, wait_for, wait_until, ChildGuard, Dir, HEART, WEB_SERVER_PY};
+use crate::util::{
+    alive, is_supervisor, supervisor_pids, wait_for, wait_until, ChildGuard, Dir, HEART,
+    WEB_SERVER_PY,
+};
 
 /// Next free block of the private port range.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(21000);
@@ -116,29 +119,9 @@ impl Env {
     }
 }
 
-/// True when `pid` is a live pm-supervisor.
-fn is_supervisor(pid: i32) -> bool {
-    alive(pid)
-        && fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("pm-supervisor"))
-}
-
 impl Drop for Env {
     fn drop(&mut self) {
-        let mut pids = HashSet::new();
-        if let Ok(entries) = fs::read_dir(self.data().join("supervisor")) {
-            for entry in entries.flatten() {
-                if entry.path().extension().is_some_and(|e| e == "pid") {
-                    if let Ok(pid) = fs::read_to_string(entry.path())
-                        .unwrap_or_default()
-                        .trim()
-                        .parse::<i32>()
-                    {
-                        pids.insert(pid);
-                    }
-                }
-            }
-        }
+        let mut pids: HashSet<i32> = supervisor_pids(&self.data()).into_iter().collect();
         if let Ok(bytes) = fs::read(self.data().join("catalog.json")) {
             if let Ok(cat) = serde_json::from_slice::<Value>(&bytes) {
                 if let Some(map) = cat["instances"].as_object() {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::util::{describe, run, Dir, RUNTIME, WEB_SERVER_PY};
+use crate::util::{describe, run, supervisor_pids, Dir, RUNTIME, WEB_SERVER_PY};
 
 const EXAMPLE_PLUGIN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -745,28 +745,11 @@ impl Drop for Heart {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let Ok(entries) = fs::read_dir(self.data.join("supervisor")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if entry.path().extension() != Some(std::ffi::OsStr::new("pid")) {
-                continue;
-            }
-            let Ok(pid) = fs::read_to_string(entry.path())
-                .unwrap_or_default()
-                .trim()
-                .parse::<i32>()
-            else {
-                continue;
-            };
-            let is_supervisor = fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("pm-supervisor"));
-            if is_supervisor {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+        for pid in supervisor_pids(&self.data) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }

@@ -126,6 +126,27 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// True while `pid` is a live `pm-supervisor`.
+pub fn is_supervisor(pid: i32) -> bool {
+    alive(pid)
+        && fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("pm-supervisor"))
+}
+
+/// The live `pm-supervisor`s whose pidfiles are in `DATA/supervisor/`:
+/// what a test's cleanup must end, by pid, whatever state it failed in.
+pub fn supervisor_pids(data: &Path) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir(data.join("supervisor")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "pid"))
+        .filter_map(|entry| fs::read_to_string(entry.path()).ok()?.trim().parse().ok())
+        .filter(|&pid| is_supervisor(pid))
+        .collect()
+}
+
 /// Ends a pid (and, if `group`, its process group) with SIGKILL on drop.
 pub struct KillOnDrop {
     pub pid: i32,
