@@ -32,7 +32,7 @@ use tiny_http::{Header, Method, Request, Response};
 
 use super::node::{secret_eq, Node, Origin};
 use crate::error::Error;
-use crate::protocol::{self, InstanceList};
+use crate::protocol::{self, InstanceId, InstanceList};
 
 /// The largest request body accepted.
 pub(crate) const BODY_LIMIT: usize = 1 << 20;
@@ -248,15 +248,9 @@ fn too_large() -> Error {
     Error::api(413, format!("request body larger than {BODY_LIMIT} bytes"))
 }
 
-fn check_id(id: &str) -> Result<(), Error> {
-    if protocol::valid_instance_id(id) {
-        Ok(())
-    } else {
-        Err(Error::api(
-            400,
-            format!("invalid instance id {id:?}: expected [A-Za-z0-9-]{{1,64}}"),
-        ))
-    }
+fn parse_id(id: &str) -> Result<InstanceId, Error> {
+    id.parse()
+        .map_err(|e: protocol::InvalidId| Error::api(400, e.to_string()))
 }
 
 /// `tail=N` from a query string.
@@ -317,15 +311,15 @@ fn dispatch(
             Ok(json_reply(201, &node.register(&body)?))
         }
         (Get, ["instances", id]) => {
-            check_id(id)?;
+            let id = &parse_id(id)?;
             Ok(json_reply(200, &node.show(id)?))
         }
         (Delete, ["instances", id]) => {
-            check_id(id)?;
+            let id = &parse_id(id)?;
             Ok(json_reply(200, &node.deregister(id)?))
         }
         (Post, ["instances", id, "start"]) => {
-            check_id(id)?;
+            let id = &parse_id(id)?;
             match node.start(id, Origin::Api) {
                 Ok(view) => Ok(json_reply(200, &view)),
                 Err(Error::Api { status, message }) if status >= 409 && status != 413 => {
@@ -339,15 +333,18 @@ fn dispatch(
             }
         }
         (Post, ["instances", id, "stop"]) => {
-            check_id(id)?;
+            let id = &parse_id(id)?;
             Ok(json_reply(200, &node.stop(id)?))
         }
         (Get, ["instances", id, "log"]) => {
-            check_id(id)?;
+            let id = &parse_id(id)?;
             let tail = tail_param(query)?;
             Ok(Reply::Text(node.log(id, tail)?))
         }
         (Get | Post, ["instance", "exit", id, key, code]) => {
+            let id = &id
+                .parse()
+                .map_err(|_| Error::api(404, format!("no instance {id}")))?;
             let state = node.exit_report(id, key, code)?;
             Ok(json_reply(200, &json!({"state": state})))
         }
@@ -378,8 +375,8 @@ mod tests {
 
     #[test]
     fn ids_in_paths_are_checked() {
-        assert!(check_id("web-1").is_ok());
-        assert!(check_id("..").is_err());
-        assert!(check_id("a%2Fb").is_err());
+        assert!(parse_id("web-1").is_ok());
+        assert!(parse_id("..").is_err());
+        assert!(parse_id("a%2Fb").is_err());
     }
 }

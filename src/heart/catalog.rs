@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::process::Identity;
-use crate::protocol::{Application, Environment, InstanceView, Restart, RuntimeSpec, State};
+use crate::protocol::exited;
+use crate::protocol::{
+    Application, Environment, InstanceId, InstanceView, Restart, RuntimeSpec, Seconds, State,
+};
 
 /// Format version of `catalog.json`.
 pub(crate) const FORMAT: u32 = 1;
@@ -70,8 +73,8 @@ impl Paths {
         self.supervisor().join(format!("{id}.start"))
     }
     /// `supervisor/ID.exited`.
-    pub(crate) fn exited(&self, id: &str) -> PathBuf {
-        self.supervisor().join(format!("{id}.exited"))
+    pub(crate) fn exited(&self, id: &InstanceId) -> PathBuf {
+        exited::path(&self.supervisor(), id)
     }
     /// `logs/`.
     pub(crate) fn logs(&self) -> PathBuf {
@@ -101,7 +104,7 @@ pub(crate) struct Backoff {
 /// One instance as the catalog keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Record {
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     pub state: State,
     #[serde(default)]
     pub port: Option<u16>,
@@ -137,7 +140,7 @@ pub(crate) struct Record {
     pub managed: bool,
     /// Seconds from SIGTERM to SIGKILL of the current launch.
     #[serde(default)]
-    pub stop_timeout: Option<f64>,
+    pub stop_timeout: Option<Seconds>,
     /// An operator asked for a stop: the exit is not a failure and is never
     /// restarted.
     #[serde(default)]
@@ -178,7 +181,7 @@ pub(crate) struct Catalog {
     #[serde(default)]
     pub format: u32,
     #[serde(default)]
-    pub instances: BTreeMap<String, Record>,
+    pub instances: BTreeMap<InstanceId, Record>,
 }
 
 impl Catalog {
@@ -197,7 +200,7 @@ impl Catalog {
         let mut catalog: Catalog = serde_json::from_str(&text)
             .map_err(|e| Error::json(format!("catalog {}", path.display()), e))?;
         for (id, record) in &catalog.instances {
-            if id != &record.instance_id || !crate::protocol::valid_instance_id(id) {
+            if id != &record.instance_id {
                 return Err(Error::invalid(format!(
                     "invalid catalog {}: bad instance id {id:?}",
                     path.display()
@@ -246,53 +249,9 @@ impl Catalog {
     }
 }
 
-/// What an `.exited` file says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Exited {
-    /// The reported code.
-    pub code: i32,
-    /// The exit key of the launch, when the file names it.
-    pub exit_key: Option<String>,
-}
-
-/// Parses an `.exited` file: a bare code (`3`), a JSON number, or a JSON
-/// object with `code` (or `exit_code`) and optionally `exit_key`.
-pub(crate) fn parse_exited(text: &str) -> Option<Exited> {
-    let text = text.trim();
-    if let Ok(code) = text.parse::<i32>() {
-        return Some(Exited {
-            code,
-            exit_key: None,
-        });
-    }
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    let code = value
-        .get("code")
-        .or_else(|| value.get("exit_code"))
-        .and_then(serde_json::Value::as_i64)?;
-    Some(Exited {
-        code: i32::try_from(code).ok()?,
-        exit_key: value
-            .get("exit_key")
-            .or_else(|| value.get("key"))
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_string),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exited_files_in_every_shape() {
-        assert_eq!(parse_exited("3\n").map(|e| e.code), Some(3));
-        assert_eq!(parse_exited("-15").map(|e| e.code), Some(-15));
-        let e = parse_exited(r#"{"code": 0, "exit_key": "k"}"#).unwrap();
-        assert_eq!((e.code, e.exit_key.as_deref()), (0, Some("k")));
-        assert_eq!(parse_exited("garbage"), None);
-        assert_eq!(parse_exited(""), None);
-    }
 
     #[test]
     fn a_catalog_that_is_not_json_names_the_file() {

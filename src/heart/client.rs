@@ -25,7 +25,7 @@ use crate::cli;
 use crate::error::Error;
 use crate::exit::Tool;
 use crate::protocol::{
-    valid_instance_id, ApiError, InstanceList, InstanceView, Manifest, RegisterRequest, State,
+    ApiError, InstanceId, InstanceList, InstanceView, InvalidId, Manifest, RegisterRequest, State,
 };
 
 const PROG: &str = "pm-heart";
@@ -76,12 +76,12 @@ pub(crate) const COMMANDS: [&str; 9] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Command {
     List,
-    Show(String),
+    Show(InstanceId),
     Register(PathBuf),
-    Start(String),
-    Stop(String),
-    Deregister(String),
-    Log(String),
+    Start(InstanceId),
+    Stop(InstanceId),
+    Deregister(InstanceId),
+    Log(InstanceId),
     Runtimes,
     Deploy(PathBuf),
 }
@@ -98,7 +98,7 @@ struct Args {
     /// `log --tail N`.
     tail: Option<u64>,
     /// `deploy --id ID`.
-    id: Option<String>,
+    id: Option<InstanceId>,
 }
 
 /// A failed command: the error to print and the exit code it maps to.
@@ -229,7 +229,7 @@ fn parse_args(
             .ok_or_else(|| Error::Usage(format!("{command}: missing {what}")))
     };
     let id_arg =
-        || -> Result<String, Error> {
+        || -> Result<InstanceId, Error> {
             let value = needs("instance ID")?;
             instance_id(value.into_string().map_err(|v| {
                 Error::Usage(format!("invalid instance ID {}", v.to_string_lossy()))
@@ -269,14 +269,10 @@ fn string_value(parser: &mut lexopt::Parser) -> Result<String, Error> {
         .map_err(cli::usage_error)
 }
 
-fn instance_id(value: String) -> Result<String, Error> {
-    if valid_instance_id(&value) {
-        Ok(value)
-    } else {
-        Err(Error::Usage(format!(
-            "invalid instance ID {value:?}: expected 1 to 64 of A-Z a-z 0-9 -"
-        )))
-    }
+fn instance_id(value: String) -> Result<InstanceId, Error> {
+    value
+        .parse()
+        .map_err(|e: InvalidId| Error::Usage(e.to_string()))
 }
 
 fn execute(args: &Args, command: Command) -> Outcome<()> {
@@ -432,7 +428,7 @@ fn read_register_file(file: &Path) -> Outcome<Vec<u8>> {
 
 /// Reads `DIR/paasmaker.json` and makes it a register request with `DIR`
 /// (absolute) as the source.
-fn read_manifest(dir: &Path, instance_id: Option<String>) -> Outcome<Vec<u8>> {
+fn read_manifest(dir: &Path, instance_id: Option<InstanceId>) -> Outcome<Vec<u8>> {
     let source = absolute(dir)?;
     let file = source.join("paasmaker.json");
     let text = fs::read_to_string(&file)
@@ -514,7 +510,7 @@ fn list_table(instances: &[InstanceView]) -> String {
         vec![["ID", "STATE", "PORT", "RUNTIME", "APPLICATION", "MESSAGE"].map(String::from)];
     for view in instances {
         rows.push([
-            view.instance_id.clone(),
+            view.instance_id.to_string(),
             view.state.as_str().to_string(),
             view.port.map_or_else(|| "-".to_string(), |p| p.to_string()),
             runtime_name(view),
@@ -571,7 +567,7 @@ fn show_lines(view: &InstanceView, host: &str) -> String {
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
     let mut lines = vec![
-        ("instance_id", view.instance_id.clone()),
+        ("instance_id", view.instance_id.to_string()),
         ("state", view.state.as_str().to_string()),
         ("port", view.port.map_or_else(dash, |p| p.to_string())),
     ];
@@ -759,7 +755,7 @@ mod tests {
 
     fn view(id: &str, state: State, port: Option<u16>, message: &str) -> InstanceView {
         InstanceView {
-            instance_id: id.into(),
+            instance_id: id.parse().unwrap(),
             state,
             port,
             application: Application {
@@ -792,7 +788,7 @@ mod tests {
         assert_eq!(args.address.as_deref(), Some("127.0.0.1:1"));
 
         let args = parse("log", &["web-1", "--tail", "20"]).unwrap();
-        assert_eq!(args.command, Some(Command::Log("web-1".into())));
+        assert_eq!(args.command, Some(Command::Log("web-1".parse().unwrap())));
         assert_eq!(args.tail, Some(20));
         assert_eq!(args.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
 
@@ -922,7 +918,7 @@ mod tests {
                             "parameters": {"launch_command": "x %(port)d"}}}"#,
         )
         .unwrap();
-        let body = read_manifest(&dir, Some("web-1".into())).unwrap();
+        let body = read_manifest(&dir, Some("web-1".parse().unwrap())).unwrap();
         let request: RegisterRequest = serde_json::from_slice(&body).unwrap();
         assert_eq!(request.instance_id.as_deref(), Some("web-1"));
         assert_eq!(request.source, fs::canonicalize(&dir).unwrap());

@@ -52,9 +52,10 @@ use crate::cli;
 use crate::error::{Error, Result};
 use crate::launch;
 use crate::process::Identity;
+use crate::protocol::exited::{self, Recorded};
 use crate::protocol::{
-    self, ControlFile, Environment, InstanceView, NodeReport, PluginInstance, RegisterRequest,
-    Restart, State,
+    self, ControlFile, Environment, InstanceId, InstanceView, NodeReport, PluginInstance,
+    RegisterRequest, Restart, Seconds, State,
 };
 use crate::runtime::{self, shell, Context, Registry, Started};
 use crate::wait;
@@ -68,7 +69,7 @@ const REPORT_GRACE: Duration = Duration::from_secs(2);
 /// How long a killed supervisor may take to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Default bound of each startup command (parameter `startup_timeout`).
-const DEFAULT_STARTUP_TIMEOUT: f64 = 300.0;
+const DEFAULT_STARTUP_TIMEOUT: Seconds = Seconds::from_secs(300);
 /// Bound of copying or unpacking a source.
 const COPY_TIMEOUT: Duration = Duration::from_secs(600);
 /// Lines of log quoted in the message of a failed start.
@@ -293,7 +294,7 @@ pub(crate) struct Node {
     kicked: Mutex<bool>,
     kick: Condvar,
     shutting_down: AtomicBool,
-    restarting: Mutex<HashSet<String>>,
+    restarting: Mutex<HashSet<InstanceId>>,
     restart_threads: Mutex<Vec<JoinHandle<()>>>,
     reporter: Option<Reporter>,
 }
@@ -406,7 +407,7 @@ impl Node {
                 .instances
                 .iter()
                 .filter(|(_, r)| r.state != State::Allocated)
-                .map(|(id, r)| (id.clone(), r.state))
+                .map(|(id, r)| (id.to_string(), r.state))
                 .collect(),
         }
     }
@@ -466,7 +467,7 @@ impl Node {
     }
 
     /// The lock that serialises operations on instance `id`.
-    fn op_lock(&self, id: &str) -> Arc<Mutex<()>> {
+    fn op_lock(&self, id: &InstanceId) -> Arc<Mutex<()>> {
         lock(&self.locks)
             .entry(id.to_string())
             .or_insert_with(|| Arc::new(Mutex::new(())))
@@ -489,7 +490,7 @@ impl Node {
     /// # Errors
     ///
     /// 404 when there is no such instance.
-    pub(crate) fn show(&self, id: &str) -> Result<InstanceView> {
+    pub(crate) fn show(&self, id: &InstanceId) -> Result<InstanceView> {
         self.peek(|cat| get(cat, id).map(Record::view))
     }
 
@@ -507,7 +508,7 @@ impl Node {
     /// # Errors
     ///
     /// 404 when there is no such instance.
-    pub(crate) fn log(&self, id: &str, lines: Option<usize>) -> Result<String> {
+    pub(crate) fn log(&self, id: &InstanceId, lines: Option<usize>) -> Result<String> {
         self.show(id)?;
         Ok(log_tail(&self.paths.log(id), lines))
     }
@@ -526,13 +527,7 @@ impl Node {
             .map_err(|e| Error::api(400, format!("invalid register request: {e}")))?;
         let manifest = &req.manifest;
         let id = match &req.instance_id {
-            Some(id) if protocol::valid_instance_id(id) => id.clone(),
-            Some(id) => {
-                return Err(Error::api(
-                    400,
-                    format!("invalid instance id {id:?}: expected [A-Za-z0-9-]{{1,64}}"),
-                ))
-            }
+            Some(id) => id.clone(),
             None => generate_id(&manifest.application.name)?,
         };
         if manifest.application.name.trim().is_empty() {
@@ -676,7 +671,7 @@ impl Node {
     ///
     /// 404 unknown, 409 wrong state or port already in use, 500 when the
     /// start ended in `ERROR` (the message says why).
-    pub(crate) fn start(&self, id: &str, origin: Origin) -> Result<InstanceView> {
+    pub(crate) fn start(&self, id: &InstanceId, origin: Origin) -> Result<InstanceView> {
         let op = self.op_lock(id);
         let _guard = lock(&op);
         let key = random_hex(16)?;
@@ -752,7 +747,7 @@ impl Node {
     /// start; waits for readiness. Returns the message of a `RUNNING`
     /// instance.
     fn execute_start(&self, rec: &Record, key: &str) -> std::result::Result<String, StartFailure> {
-        let id = rec.instance_id.as_str();
+        let id = &rec.instance_id;
         let log_path = self.paths.log(id);
         let dir = self.paths.instance(id);
         let rt = self
@@ -779,7 +774,7 @@ impl Node {
         )
         .map_err(|e| StartFailure::new(e.to_string()))?;
         for command in &rec.startup {
-            self.run_startup(id, command, &dir, &env, startup_timeout)?;
+            self.run_startup(id, command, &dir, &env, startup_timeout.duration())?;
         }
 
         if let Some(port) = rec.port {
@@ -792,7 +787,7 @@ impl Node {
         }
 
         let instance = PluginInstance {
-            instance_id: id.to_string(),
+            instance_id: rec.instance_id.clone(),
             port: rec.port,
             standalone: rec.standalone,
             path: dir.clone(),
@@ -816,12 +811,12 @@ impl Node {
                         "start_timeout",
                         shell::DEFAULT_START_TIMEOUT,
                     )
-                    .unwrap_or(Duration::from_secs(20));
-                    if !wait::until_soon(timeout, || port_answers(port)) {
+                    .unwrap_or(shell::DEFAULT_START_TIMEOUT);
+                    if !wait::until_soon(timeout.duration(), || port_answers(port)) {
                         let _ = rt.stop(&self.ctx, &instance);
                         return Err(StartFailure::new(format!(
                             "did not answer on port {port} within {} s",
-                            timeout.as_secs_f64()
+                            timeout.as_f64()
                         )));
                     }
                 }
@@ -835,7 +830,7 @@ impl Node {
     /// its output appended to the instance log.
     fn run_startup(
         &self,
-        id: &str,
+        id: &InstanceId,
         command: &str,
         dir: &Path,
         env: &Environment,
@@ -886,11 +881,11 @@ impl Node {
         launch: &runtime::Launch,
         log_path: &Path,
     ) -> std::result::Result<String, StartFailure> {
-        let id = rec.instance_id.as_str();
+        let id = &rec.instance_id;
         let control_path = self.paths.control(id);
         let _ = crate::fsutil::remove_if_exists(&self.paths.exited(id));
         let control = ControlFile {
-            instance_id: id.to_string(),
+            instance_id: rec.instance_id.clone(),
             command: protocol::Command::Argv(launch.command.clone()),
             shell: launch.shell,
             cwd: launch.cwd.clone(),
@@ -901,7 +896,7 @@ impl Node {
             log_file: log_path.to_path_buf(),
             pidfile: self.paths.pidfile(id),
             startflagfile: self.paths.startflag(id),
-            stop_timeout: Some(launch.stop_timeout.as_secs_f64()),
+            stop_timeout: Some(launch.stop_timeout),
             report_deadline: None,
             user: None,
         };
@@ -919,7 +914,7 @@ impl Node {
         self.update(|cat| {
             let rec = get_mut(cat, id)?;
             rec.supervisor = Some(identity);
-            rec.stop_timeout = Some(launch.stop_timeout.as_secs_f64());
+            rec.stop_timeout = Some(launch.stop_timeout);
             Ok(())
         })
         .map_err(|e| StartFailure::new(e.to_string()))?;
@@ -935,14 +930,14 @@ impl Node {
         let exited = || format!("exited before it was ready; log tail:\n{}", tail());
         match rec.port {
             None => {
-                if wait::until_soon(launch.standalone_wait, gone) {
+                if wait::until_soon(launch.standalone_wait.duration(), gone) {
                     return Err(StartFailure::new(exited()));
                 }
                 Ok("running".into())
             }
             Some(port) => {
                 let mut died = false;
-                let ready = wait::until_soon(launch.start_timeout, || {
+                let ready = wait::until_soon(launch.start_timeout.duration(), || {
                     if port_answers(port) {
                         return true;
                     }
@@ -961,10 +956,10 @@ impl Node {
                     rec.exit_key = None;
                     Ok(())
                 });
-                self.terminate(&identity, &control_path, launch.stop_timeout);
+                self.terminate(&identity, &control_path, launch.stop_timeout.duration());
                 Err(StartFailure::new(format!(
                     "did not answer on port {port} within {} s; log tail:\n{}",
-                    launch.start_timeout.as_secs_f64(),
+                    launch.start_timeout.as_f64(),
                     tail()
                 )))
             }
@@ -1023,7 +1018,7 @@ impl Node {
     ///
     /// 404 unknown, 409 when it is not running (`REGISTERED`, `STOPPED`),
     /// 500 when it cannot be stopped.
-    pub(crate) fn stop(&self, id: &str) -> Result<InstanceView> {
+    pub(crate) fn stop(&self, id: &InstanceId) -> Result<InstanceView> {
         let op = self.op_lock(id);
         let _guard = lock(&op);
         let rec = self.update(|cat| {
@@ -1044,11 +1039,10 @@ impl Node {
                 failure = Some(e.to_string());
             }
         } else if let Some(identity) = rec.supervisor {
-            let stop_timeout = Duration::from_secs_f64(
-                rec.stop_timeout
-                    .unwrap_or(protocol::DEFAULT_STOP_TIMEOUT)
-                    .clamp(0.0, 86_400.0),
-            );
+            let stop_timeout = rec
+                .stop_timeout
+                .unwrap_or(protocol::DEFAULT_STOP_TIMEOUT)
+                .duration();
             if !self.terminate(&identity, &self.paths.control(id), stop_timeout) {
                 failure = Some(format!("supervisor {} would not stop", identity.pid));
             }
@@ -1106,7 +1100,7 @@ impl Node {
     ///
     /// 404 unknown, 409 while `STARTING` or `RUNNING`, 500 when its files
     /// cannot be removed.
-    pub(crate) fn deregister(&self, id: &str) -> Result<InstanceView> {
+    pub(crate) fn deregister(&self, id: &InstanceId) -> Result<InstanceView> {
         let op = self.op_lock(id);
         let _guard = lock(&op);
         let rec = self.peek(|cat| -> Result<Record> {
@@ -1166,10 +1160,7 @@ impl Node {
     /// # Errors
     ///
     /// 404 unknown instance, 403 stale or spent key, 400 bad code.
-    pub(crate) fn exit_report(&self, id: &str, key: &str, code: &str) -> Result<State> {
-        if !protocol::valid_instance_id(id) {
-            return Err(not_found(id));
-        }
+    pub(crate) fn exit_report(&self, id: &InstanceId, key: &str, code: &str) -> Result<State> {
         let code: i32 = code
             .parse()
             .map_err(|_| Error::api(400, format!("invalid exit code {code:?}")))?;
@@ -1208,12 +1199,16 @@ impl Node {
 
     /// Reads `supervisor/ID.exited`: `Ok(None)` when absent; a corrupt
     /// file is renamed to `.corrupt` with a warning.
-    fn read_exited(&self, id: &str) -> Option<catalog::Exited> {
+    fn read_exited(&self, id: &InstanceId) -> Option<i32> {
         let path = self.paths.exited(id);
-        let text = fs::read_to_string(&path).ok()?;
-        match catalog::parse_exited(&text) {
-            Some(exited) => Some(exited),
-            None => {
+        match exited::read(&path) {
+            Ok(Recorded::Code(code)) => Some(code),
+            Ok(Recorded::Absent) => None,
+            Err(e) => {
+                cli::warn(PROG, e);
+                None
+            }
+            Ok(Recorded::Corrupt(_)) => {
                 let aside = path.with_extension("exited.corrupt");
                 cli::warn(
                     PROG,
@@ -1232,19 +1227,15 @@ impl Node {
     /// Applies the `.exited` file of `rec` if there is one, exactly once
     /// (the file is removed after the catalog change). Call with the store
     /// lock *not* held; `key` is the exit key the caller saw.
-    fn take_exited(&self, id: &str, key: Option<&str>) -> Option<bool> {
-        let exited = self.read_exited(id)?;
+    fn take_exited(&self, id: &InstanceId, key: Option<&str>) -> Option<bool> {
+        let code = self.read_exited(id)?;
         let path = self.paths.exited(id);
         let at = now();
         let applied = self.update(|cat| {
             let Some(rec) = cat.instances.get_mut(id) else {
                 return Ok(None);
             };
-            let stale = rec.exit_key.as_deref() != key
-                || exited
-                    .exit_key
-                    .as_deref()
-                    .is_some_and(|k| Some(k) != rec.exit_key.as_deref());
+            let stale = rec.exit_key.as_deref() != key;
             if stale
                 || !matches!(
                     rec.state,
@@ -1253,7 +1244,7 @@ impl Node {
             {
                 return Ok(Some(false));
             }
-            let restart = apply_exit(rec, Some(exited.code), exit_reason(exited.code), at);
+            let restart = apply_exit(rec, Some(code), exit_reason(code), at);
             Ok(Some(restart))
         });
         match applied {
@@ -1286,9 +1277,9 @@ impl Node {
                 .cloned()
                 .collect()
         });
-        let mut outcome: Vec<(String, State, String)> = Vec::new();
+        let mut outcome: Vec<(InstanceId, State, String)> = Vec::new();
         for rec in &candidates {
-            let id = rec.instance_id.as_str();
+            let id = &rec.instance_id;
             if rec.state != State::Suspended {
                 if rec.managed {
                     let status = self
@@ -1296,9 +1287,9 @@ impl Node {
                         .get(&rec.runtime.name)
                         .and_then(|rt| rt.status(&self.ctx, &self.plugin_instance(rec)));
                     match status {
-                        Ok(message) => outcome.push((id.into(), State::Running, message)),
+                        Ok(message) => outcome.push((id.clone(), State::Running, message)),
                         Err(e) => outcome.push((
-                            id.into(),
+                            id.clone(),
                             State::Suspended,
                             format!("not running after the heart restarted: {e}"),
                         )),
@@ -1314,7 +1305,7 @@ impl Node {
                     } else {
                         rec.message.clone()
                     };
-                    outcome.push((id.into(), State::Running, message));
+                    outcome.push((id.clone(), State::Running, message));
                     continue;
                 }
             }
@@ -1323,7 +1314,7 @@ impl Node {
             }
             if rec.state != State::Suspended {
                 outcome.push((
-                    id.into(),
+                    id.clone(),
                     State::Suspended,
                     "its supervisor was gone when the heart restarted".into(),
                 ));
@@ -1332,7 +1323,7 @@ impl Node {
         let at = now();
         self.update(|cat| {
             for (id, state, message) in outcome {
-                if let Some(rec) = cat.instances.get_mut(&id) {
+                if let Some(rec) = cat.instances.get_mut(id.as_str()) {
                     if matches!(rec.state, State::Starting | State::Running) {
                         if state == State::Running && rec.state == State::Starting {
                             rec.running_since = Some(at);
@@ -1361,7 +1352,7 @@ impl Node {
             if self.is_shutting_down() {
                 return;
             }
-            let id = rec.instance_id.as_str();
+            let id = &rec.instance_id;
             let op = self.op_lock(id);
             let Ok(_guard) = op.try_lock() else {
                 continue;
@@ -1524,7 +1515,7 @@ impl Node {
         for handle in threads {
             let _ = handle.join();
         }
-        let to_stop: Vec<String> = self.peek(|cat| {
+        let to_stop: Vec<InstanceId> = self.peek(|cat| {
             cat.instances
                 .values()
                 .filter(|r| {
@@ -1574,7 +1565,7 @@ fn source_kind(source: &Path) -> Result<SourceKind> {
 
 /// An id for an instance registered without one: the application name
 /// (letters, digits and `-` only) and 8 random hex digits.
-fn generate_id(app: &str) -> Result<String> {
+fn generate_id(app: &str) -> Result<InstanceId> {
     let mut stem: String = app
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -1584,7 +1575,9 @@ fn generate_id(app: &str) -> Result<String> {
     if stem.is_empty() {
         stem = "instance".into();
     }
-    Ok(format!("{stem}-{}", random_hex(4)?))
+    format!("{stem}-{}", random_hex(4)?)
+        .parse()
+        .map_err(|e: protocol::InvalidId| Error::invalid(e.to_string()))
 }
 
 fn exit_reason(code: i32) -> String {
@@ -1617,18 +1610,18 @@ pub(crate) fn loopback_address(addr: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn not_found(id: &str) -> Error {
+fn not_found(id: &InstanceId) -> Error {
     Error::api(404, format!("no instance {id}"))
 }
 
-fn get<'a>(cat: &'a Catalog, id: &str) -> Result<&'a Record> {
+fn get<'a>(cat: &'a Catalog, id: &InstanceId) -> Result<&'a Record> {
     cat.instances
         .get(id)
         .filter(|r| r.state != State::Allocated)
         .ok_or_else(|| not_found(id))
 }
 
-fn get_mut<'a>(cat: &'a mut Catalog, id: &str) -> Result<&'a mut Record> {
+fn get_mut<'a>(cat: &'a mut Catalog, id: &InstanceId) -> Result<&'a mut Record> {
     cat.instances
         .get_mut(id)
         .filter(|r| r.state != State::Allocated)
@@ -1653,7 +1646,7 @@ mod tests {
 
     fn record(restart: Restart) -> Record {
         Record {
-            instance_id: "a".into(),
+            instance_id: "a".parse().unwrap(),
             state: State::Running,
             port: Some(1),
             application: Application { name: "a".into() },
@@ -1722,9 +1715,9 @@ mod tests {
     #[test]
     fn generated_ids_are_valid() {
         let id = generate_id("My App/2").unwrap();
-        assert!(protocol::valid_instance_id(&id), "{id}");
+        assert!(id.len() <= protocol::INSTANCE_ID_MAX, "{id}");
         assert!(id.starts_with("My-App-2-"));
-        assert!(protocol::valid_instance_id(&generate_id("..").unwrap()));
+        assert!(generate_id("..").is_ok());
     }
 
     #[test]

@@ -45,9 +45,9 @@ enum Kind {
 impl Kind {
     fn path(self) -> &'static str {
         match self {
-            Kind::Register => pacemaker::REGISTER,
-            Kind::Update => pacemaker::UPDATE,
-            Kind::Shutdown => pacemaker::SHUTDOWN,
+            Kind::Register => pacemaker::paths::REGISTER,
+            Kind::Update => pacemaker::paths::UPDATE,
+            Kind::Shutdown => pacemaker::paths::SHUTDOWN,
         }
     }
 

@@ -57,12 +57,19 @@ use crate::fsutil;
 use crate::launch;
 use crate::process::Identity;
 use crate::protocol::{
-    self, Command as Argv, ControlFile, Environment, Parameters, PluginInstance,
+    self, Command as Argv, ControlFile, Environment, InstanceId, Parameters, PluginInstance,
+    Seconds,
 };
 use crate::wait;
 
 /// The instance id in the Apache supervisor's control file.
 pub(crate) const SUPERVISOR_ID: &str = "pm-managed-apache";
+
+fn supervisor_id() -> InstanceId {
+    SUPERVISOR_ID
+        .parse()
+        .expect("SUPERVISOR_ID is a valid instance id")
+}
 
 /// Environment variable: a port for a placeholder `Listen` that keeps
 /// Apache running when it has no instance.
@@ -131,7 +138,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a removed instance's port may take to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// From SIGTERM to SIGKILL for Apache's supervisor.
-const STOP_TIMEOUT: f64 = 10.0;
+const STOP_TIMEOUT: Seconds = Seconds::from_secs(10);
 /// How long the supervisor may take to go after SIGTERM (and SIGKILL).
 const SUPERVISOR_GONE: Duration = Duration::from_secs(15);
 /// One HTTP probe's connect and read timeout.
@@ -439,16 +446,16 @@ impl Layout {
     }
 
     /// The ids that have an instance file.
-    fn configured(&self) -> Vec<String> {
+    fn configured(&self) -> Vec<InstanceId> {
         let Ok(entries) = fs::read_dir(&self.instances) else {
             return Vec::new();
         };
-        let mut ids: Vec<String> = entries
+        let mut ids: Vec<InstanceId> = entries
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
                 let id = name.strip_suffix(".conf")?;
-                protocol::valid_instance_id(id).then(|| id.to_string())
+                id.parse::<protocol::InstanceId>().ok()
             })
             .collect();
         ids.sort();
@@ -795,7 +802,8 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
         &instance.parameters,
         "start_timeout",
         shell::DEFAULT_START_TIMEOUT,
-    )?;
+    )?
+    .duration();
     let doc_root = resolve_document_root(instance)?;
     // Apache opens every error log on each reload and dies if one cannot
     // be opened, which `-t` does not check: open it first (Apache's parent
@@ -1017,7 +1025,7 @@ fn apache_message(output: &std::process::Output) -> String {
 
 /// The instance whose file Apache names in `message`: `Syntax error on
 /// line N of /…/instances/ID.conf:`.
-fn offending_instance(layout: &Layout, message: &str) -> Option<String> {
+fn offending_instance(layout: &Layout, message: &str) -> Option<InstanceId> {
     let at = message.find("Syntax error on line ")?;
     let rest = &message[at..];
     let path = rest[rest.find(" of ")? + 4..].split(':').next()?;
@@ -1026,7 +1034,7 @@ fn offending_instance(layout: &Layout, message: &str) -> Option<String> {
         return None;
     }
     let id = path.file_name()?.to_str()?.strip_suffix(".conf")?;
-    protocol::valid_instance_id(id).then(|| id.to_string())
+    id.parse::<protocol::InstanceId>().ok()
 }
 
 /// `apache2 -f CONF` with an empty environment.
@@ -1082,7 +1090,7 @@ fn launch_apache(
         .clone()
         .unwrap_or_else(|| "http://127.0.0.1:9".to_string());
     let control = ControlFile {
-        instance_id: SUPERVISOR_ID.to_string(),
+        instance_id: supervisor_id(),
         command: Argv::Argv(vec![
             install.binary.to_string_lossy().into_owned(),
             "-D".into(),
@@ -1100,7 +1108,7 @@ fn launch_apache(
         pidfile: layout.supervisor_pid.clone(),
         startflagfile: layout.startflag.clone(),
         stop_timeout: Some(STOP_TIMEOUT),
-        report_deadline: Some(0.0),
+        report_deadline: Some(Seconds::from_secs(0)),
         user: None,
     };
     let log_start = fs::metadata(&layout.log).map(|m| m.len()).unwrap_or(0);
@@ -1387,7 +1395,7 @@ mod tests {
         environment.insert("PM_PORT".into(), "47001".into());
         environment.insert("X".into(), "a\" \\ </VirtualHost> Listen 1".into());
         let instance = PluginInstance {
-            instance_id: "web-1".into(),
+            instance_id: "web-1".parse().unwrap(),
             port: Some(47001),
             standalone: false,
             path: "/srv/web-1".into(),

@@ -26,7 +26,7 @@ use super::{plugin_dirs, Context, Registry, Runtime, Started};
 use crate::cli::{fatal, print, usage_error, warn};
 use crate::error::{Error, Result};
 use crate::exit::Tool;
-use crate::protocol::{Environment, Parameters, PluginInstance};
+use crate::protocol::{Environment, InstanceId, Parameters, PluginInstance};
 
 const PROG: &str = "pm-runtime";
 
@@ -700,7 +700,9 @@ fn check_plugin(
         copy_tree(app, &app_dir)?;
     }
     let port = if standalone { None } else { Some(free_port()?) };
-    let instance_id = format!("pm-check-{}", std::process::id());
+    let instance_id: InstanceId = format!("pm-check-{}", std::process::id())
+        .parse()
+        .map_err(|e: crate::protocol::InvalidId| Error::invalid(e.to_string()))?;
     let mut env = current_environment();
     let base = env.clone();
     match plugin.environment(&version, &mut env, &parameters) {
@@ -718,7 +720,7 @@ fn check_plugin(
         env.insert("PM_PORT".into(), port.to_string());
         env.insert("PORT".into(), port.to_string());
     }
-    env.insert("PM_INSTANCE_ID".into(), instance_id.clone());
+    env.insert("PM_INSTANCE_ID".into(), instance_id.to_string());
     let instance = PluginInstance {
         instance_id,
         port,
@@ -750,11 +752,11 @@ fn check_plugin(
                 super::shell::DEFAULT_START_TIMEOUT,
             )?;
             match port {
-                Some(port) if !crate::wait::until(timeout, || answers(port)) => report.problem(
+                Some(port) if !crate::wait::until(timeout.duration(), || answers(port)) => report.problem(
                     "start",
                     format!(
                         "the plugin says it started the instance ({message}), but nothing answers on port {port} after {} s",
-                        timeout.as_secs_f64()
+                        timeout.as_f64()
                     ),
                 ),
                 _ => report.ok("start", format!("started by the plugin: {message}")),
@@ -819,7 +821,7 @@ fn run_supervised(
     } else {
         launch.standalone_wait
     };
-    let up = crate::wait::until(wait, || {
+    let up = crate::wait::until(wait.duration(), || {
         if let Ok(Some(status)) = running.0.try_wait() {
             exited = Some(status);
             return true;
@@ -844,7 +846,7 @@ fn run_supervised(
         Some(port) if !up => Err(Error::invalid(format!(
             "the supervised command {:?} did not answer on port {port} within {} s: {}",
             launch.command,
-            launch.start_timeout.as_secs_f64(),
+            launch.start_timeout.as_f64(),
             tail()
         ))),
         Some(port) => Ok((
@@ -860,7 +862,7 @@ fn run_supervised(
             format!(
                 "supervised {:?} still running after {} s",
                 launch.command,
-                launch.standalone_wait.as_secs_f64()
+                launch.standalone_wait.as_f64()
             ),
         )),
     }

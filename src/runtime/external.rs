@@ -595,7 +595,7 @@ mod tests {
 
     fn instance() -> PluginInstance {
         PluginInstance {
-            instance_id: "web-1".into(),
+            instance_id: "web-1".parse().unwrap(),
             port: Some(4000),
             standalone: false,
             path: "/srv/web-1".into(),
@@ -620,8 +620,11 @@ mod tests {
         assert!(!launch.shell);
         assert_eq!(launch.cwd, PathBuf::from("/srv/web-1/sub"));
         assert_eq!(launch.environment, inst.environment);
-        assert_eq!(launch.stop_timeout, Duration::from_secs(3));
-        assert_eq!(launch.start_timeout, Duration::from_secs(20));
+        assert_eq!(launch.stop_timeout, crate::protocol::Seconds::from_secs(3));
+        assert_eq!(
+            launch.start_timeout,
+            crate::protocol::Seconds::from_secs(20)
+        );
 
         let answer = serde_json::json!({"supervise": {"command": ["run"], "cwd": "/abs",
             "environment": {"A": "1"}}});

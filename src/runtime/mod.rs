@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::protocol::{Environment, Parameters, PluginInstance};
+use crate::protocol::{Environment, Parameters, PluginInstance, Seconds};
 
 /// A supervised command, ready for `pm-supervisor`.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,11 +44,11 @@ pub(crate) struct Launch {
     /// The complete environment.
     pub environment: Environment,
     /// How long the heart waits for the port to answer.
-    pub start_timeout: Duration,
+    pub start_timeout: Seconds,
     /// How long a standalone process must stay up to count as running.
-    pub standalone_wait: Duration,
+    pub standalone_wait: Seconds,
     /// From SIGTERM to SIGKILL.
-    pub stop_timeout: Duration,
+    pub stop_timeout: Seconds,
 }
 
 /// What `start` did.

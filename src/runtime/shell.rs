@@ -6,21 +6,19 @@
 //! shell splits words unless `shell: true` asks for `/bin/sh -c`. The
 //! rbenv and nvm runtimes execute the same way, through [`launch`].
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use super::{require_version, Context, Launch, Runtime, Started};
 use crate::error::{Error, Result};
-use crate::protocol::{Environment, Parameters, PluginInstance};
+use crate::protocol::{Environment, Parameters, PluginInstance, Seconds};
 use crate::shellwords;
 
 /// Default seconds to wait for the port.
-pub(crate) const DEFAULT_START_TIMEOUT: f64 = 20.0;
+pub(crate) const DEFAULT_START_TIMEOUT: Seconds = Seconds::from_secs(20);
 /// Default seconds a standalone process must stay up.
-pub(crate) const DEFAULT_STANDALONE_WAIT: f64 = 1.0;
+pub(crate) const DEFAULT_STANDALONE_WAIT: Seconds = Seconds::from_secs(1);
 /// Default seconds from SIGTERM to SIGKILL.
-pub(crate) const DEFAULT_STOP_TIMEOUT: f64 = 10.0;
+pub(crate) const DEFAULT_STOP_TIMEOUT: Seconds = Seconds::from_secs(10);
 
 /// The built-in `shell` runtime.
 #[derive(Debug)]
@@ -116,27 +114,21 @@ fn bool_param(parameters: &Parameters, name: &str) -> Result<bool> {
     }
 }
 
-/// A non-negative number of seconds, or `default` when absent.
+/// The parameter `name` as [`Seconds`], or `default` when absent.
 ///
 /// # Errors
 ///
-/// The value is not a finite, non-negative number below a day.
-pub(crate) fn seconds_param(parameters: &Parameters, name: &str, default: f64) -> Result<Duration> {
-    let secs = match parameters.get(name) {
-        None | Some(Value::Null) => default,
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(-1.0),
-        Some(_) => {
-            return Err(Error::invalid(format!(
-                "parameter {name} must be a number of seconds"
-            )))
-        }
-    };
-    if !(0.0..=86_400.0).contains(&secs) {
-        return Err(Error::invalid(format!(
-            "parameter {name} must be between 0 and 86400 seconds"
-        )));
+/// The value is not a number of seconds within [`Seconds::MAX`].
+pub(crate) fn seconds_param(
+    parameters: &Parameters,
+    name: &str,
+    default: Seconds,
+) -> Result<Seconds> {
+    match parameters.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(value) => serde_json::from_value(value.clone())
+            .map_err(|e| Error::invalid(format!("parameter {name}: {e}"))),
     }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -146,7 +138,7 @@ mod tests {
 
     fn instance(parameters: Value, port: Option<u16>) -> PluginInstance {
         PluginInstance {
-            instance_id: "web-1".into(),
+            instance_id: "web-1".parse().unwrap(),
             port,
             standalone: port.is_none(),
             path: "/srv/app".into(),
@@ -177,9 +169,9 @@ mod tests {
             ]
         );
         assert!(!launch.shell);
-        assert_eq!(launch.start_timeout, Duration::from_secs(20));
-        assert_eq!(launch.stop_timeout, Duration::from_secs(10));
-        assert_eq!(launch.standalone_wait, Duration::from_secs(1));
+        assert_eq!(launch.start_timeout, Seconds::from_secs(20));
+        assert_eq!(launch.stop_timeout, Seconds::from_secs(10));
+        assert_eq!(launch.standalone_wait, Seconds::from_secs(1));
     }
 
     #[test]

@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::exit::Supervisor as Code;
 use crate::fsutil;
 use crate::process::{self, Credentials, Detached};
-use crate::protocol::{self, ControlFile};
+use crate::protocol::{self, exited, ControlFile};
 use crate::shellwords;
 use crate::signal::{self, SignalPipe};
 use crate::wait;
@@ -176,12 +176,6 @@ fn load(path: &Path) -> std::result::Result<Config, Fatal> {
 /// Checks the values of `control` and resolves what must be resolved
 /// before the fork: the argument vector and the user.
 fn validate(path: &Path, control: ControlFile) -> Result<Config> {
-    if !protocol::valid_instance_id(&control.instance_id) {
-        return Err(Error::invalid(format!(
-            "instance_id {:?} is not [A-Za-z0-9-]{{1,64}}",
-            control.instance_id
-        )));
-    }
     let words = match control.command {
         protocol::Command::Argv(argv) => argv,
         protocol::Command::Line(line) if control.shell => vec![line],
@@ -226,21 +220,19 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
             "exit_key is empty or holds a character that is not allowed in a URL path segment",
         ));
     }
-    let stop_timeout = seconds(
-        "stop_timeout",
-        control.stop_timeout,
-        protocol::DEFAULT_STOP_TIMEOUT,
-    )?;
-    let deadline = seconds(
-        "report_deadline",
-        control.report_deadline,
-        protocol::DEFAULT_REPORT_DEADLINE,
-    )?;
+    let stop_timeout = control
+        .stop_timeout
+        .unwrap_or(protocol::DEFAULT_STOP_TIMEOUT)
+        .duration();
+    let deadline = control
+        .report_deadline
+        .unwrap_or(protocol::DEFAULT_REPORT_DEADLINE)
+        .duration();
     let credentials = match &control.user {
         Some(name) => Some(process::resolve_user(name)?),
         None => None,
     };
-    let exited_file = report::exited_file(&control.pidfile, &control.instance_id);
+    let exited_file = exited::path(exited::dir_of(&control.pidfile), &control.instance_id);
     Ok(Config {
         control_path: path.to_path_buf(),
         argv,
@@ -267,14 +259,6 @@ fn valid_url_segment(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b))
-}
-
-fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<Duration> {
-    let secs = value.unwrap_or(default);
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| *d <= Duration::from_secs(86_400 * 365))
-        .ok_or_else(|| Error::invalid(format!("{field} {secs} is not a number of seconds")))
 }
 
 /// Entry point of `pm-supervisor`.
@@ -724,16 +708,5 @@ mod tests {
                 "{command} {env}"
             );
         }
-    }
-
-    #[test]
-    fn seconds_default_and_reject_nonsense() {
-        assert_eq!(seconds("x", None, 10.0).unwrap(), Duration::from_secs(10));
-        assert_eq!(
-            seconds("x", Some(0.25), 10.0).unwrap(),
-            Duration::from_millis(250)
-        );
-        assert!(seconds("x", Some(-1.0), 10.0).is_err());
-        assert!(seconds("x", Some(f64::NAN), 10.0).is_err());
     }
 }

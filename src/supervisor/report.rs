@@ -8,12 +8,11 @@
 //! recorded in `<pidfile dir>/<id>.exited` (the code and a newline,
 //! written atomically) for the heart to pick up later.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::fsutil;
-use crate::protocol;
+use crate::protocol::{self, exited, InstanceId};
 
 use super::log::Log;
 
@@ -31,7 +30,7 @@ pub(crate) struct Target {
     /// a trailing slash.
     pub base: String,
     /// The instance.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// The one-time key.
     pub exit_key: String,
     /// How long to keep trying.
@@ -51,15 +50,6 @@ pub(crate) enum Outcome {
     Recorded,
     /// Never delivered and the `.exited` file could not be written.
     Lost,
-}
-
-/// The `.exited` file for `instance_id` beside `pidfile`.
-pub(crate) fn exited_file(pidfile: &Path, instance_id: &str) -> PathBuf {
-    let dir = match pidfile.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    dir.join(format!("{instance_id}.exited"))
 }
 
 /// Reports `code` to the heart, falling back to the `.exited` file.
@@ -117,8 +107,7 @@ pub(crate) fn send(target: &Target, code: i32, log: &Log) -> Outcome {
     log.warn(format_args!(
         "Gave up reporting code {code} after {tries} tries ({last_failure})"
     ));
-    let text = format!("{code}\n");
-    match fsutil::write_atomic(&target.exited_file, text.as_bytes(), 0o644) {
+    match exited::write(&target.exited_file, code) {
         Ok(()) => {
             log.info(format_args!(
                 "Recorded code {code} in {}",
@@ -144,21 +133,4 @@ fn try_once(agent: &ureq::Agent, url: &str, timeout: Duration) -> Result<u16, St
         .send_empty()
         .map(|response| response.status().as_u16())
         .map_err(|err| err.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exited_file_sits_beside_the_pidfile() {
-        assert_eq!(
-            exited_file(Path::new("/run/pm/x.pid"), "web-1"),
-            PathBuf::from("/run/pm/web-1.exited")
-        );
-        assert_eq!(
-            exited_file(Path::new("x.pid"), "web-1"),
-            PathBuf::from("./web-1.exited")
-        );
-    }
 }

@@ -1,0 +1,194 @@
+//! The heart's HTTP API bodies (SPEC §4): instance states, the register
+//! request and manifest, the instance as answered, and the error body.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Environment, InstanceId, Parameters};
+
+/// Life-cycle states of an instance (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    /// Known to the node, nothing copied yet.
+    Allocated,
+    /// Source copied, port allocated, not started.
+    Registered,
+    /// A start is in progress.
+    Starting,
+    /// Answering on its port, or alive past `standalone_wait`.
+    Running,
+    /// Was running when the heart went down; its fate is unknown.
+    Suspended,
+    /// Stopped on request, or exited with code 0.
+    Stopped,
+    /// Failed to start, or exited with a non-zero code.
+    Error,
+    /// Removed; its directory and port are gone.
+    Deregistered,
+}
+
+impl State {
+    /// The name used on the wire and in tables: `RUNNING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Allocated => "ALLOCATED",
+            State::Registered => "REGISTERED",
+            State::Starting => "STARTING",
+            State::Running => "RUNNING",
+            State::Suspended => "SUSPENDED",
+            State::Stopped => "STOPPED",
+            State::Error => "ERROR",
+            State::Deregistered => "DEREGISTERED",
+        }
+    }
+
+    /// True when a start request is allowed from this state.
+    pub fn can_start(self) -> bool {
+        matches!(
+            self,
+            State::Registered | State::Stopped | State::Suspended | State::Error
+        )
+    }
+}
+
+/// When the heart restarts an instance whose process ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Never (the default).
+    #[default]
+    Never,
+    /// After a non-zero exit.
+    OnFailure,
+    /// After any exit that was not asked for.
+    Always,
+}
+
+/// The application an instance belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Application {
+    /// Its name.
+    pub name: String,
+}
+
+/// Which runtime runs an instance, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSpec {
+    /// Runtime name: `shell`, `php`, a plugin's name.
+    pub name: String,
+    /// Requested version: `1`, `3.1`, `3.1.4`.
+    pub version: String,
+    /// Runtime parameters.
+    #[serde(default)]
+    pub parameters: Parameters,
+}
+
+/// The deployable description of an application: the body of `POST
+/// /instances` without `instance_id` and `source`, and the contents of a
+/// `paasmaker.json` manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The application.
+    pub application: Application,
+    /// The application's version.
+    #[serde(default)]
+    pub version: String,
+    /// The runtime.
+    pub runtime: RuntimeSpec,
+    /// A daemon that listens on nothing.
+    #[serde(default)]
+    pub standalone: bool,
+    /// Stop the instance when the heart stops.
+    #[serde(default)]
+    pub exclusive: bool,
+    /// Commands run with `sh -e` in the instance directory before start.
+    #[serde(default)]
+    pub startup: Vec<String>,
+    /// The instance's own environment.
+    #[serde(default)]
+    pub environment: Environment,
+    /// Restart policy.
+    #[serde(default)]
+    pub restart: Restart,
+}
+
+/// The body of `POST /instances`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The id to use; the heart picks one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<InstanceId>,
+    /// A directory, or a `.tar.gz` file, on this node.
+    pub source: PathBuf,
+    /// Everything else.
+    #[serde(flatten)]
+    pub manifest: Manifest,
+}
+
+/// An instance as the API answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// The instance id.
+    pub instance_id: InstanceId,
+    /// Its state.
+    pub state: State,
+    /// Its port; `None` when standalone.
+    pub port: Option<u16>,
+    /// The application.
+    pub application: Application,
+    /// The application's version.
+    pub version: String,
+    /// The runtime.
+    pub runtime: RuntimeSpec,
+    /// A daemon that listens on nothing.
+    pub standalone: bool,
+    /// Stopped with the heart.
+    pub exclusive: bool,
+    /// Restart policy.
+    pub restart: Restart,
+    /// The last reason: why it is in ERROR, what the runtime said.
+    pub message: String,
+    /// The supervisor's pid while running under one.
+    #[serde(default)]
+    pub pid: Option<i32>,
+}
+
+/// `GET /instances`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceList {
+    /// Every instance.
+    pub instances: Vec<InstanceView>,
+}
+
+/// Every API error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_request_flattens_the_manifest() {
+        let req: RegisterRequest = serde_json::from_str(
+            r#"{"source": "/src", "application": {"name": "a"},
+                "runtime": {"name": "shell", "version": "1"}, "restart": "on-failure"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.manifest.restart, Restart::OnFailure);
+        assert!(req.manifest.startup.is_empty());
+        assert_eq!(
+            serde_json::to_string(&State::Running).unwrap(),
+            "\"RUNNING\""
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! The wire contract shared by the three programs (STYLE §2, contract
+//! layer).
+//!
+//! Serde types, the values validated once at the edge, and path builders:
+//!
+//! - [`id`]: [`InstanceId`], parsed once wherever an id enters;
+//! - [`seconds`]: [`Seconds`], the one parser and bound of every timeout;
+//! - [`control`]: the supervisor's control file and exit report path;
+//! - [`exited`]: the `.exited` file, with its one writer and one reader;
+//! - [`api`]: the heart's HTTP API bodies;
+//! - [`plugin`]: the external runtime plugin protocol;
+//! - [`pacemaker`]: the reports to the optional controller.
+//!
+//! Nothing here does I/O but [`exited`], whose reading and writing belong
+//! with its format.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+pub mod api;
+pub mod control;
+pub mod exited;
+pub mod id;
+pub mod pacemaker;
+pub mod plugin;
+pub mod seconds;
+
+pub use api::{
+    ApiError, Application, InstanceList, InstanceView, Manifest, RegisterRequest, Restart,
+    RuntimeSpec, State,
+};
+pub use control::{
+    exit_report_path, Command, ControlFile, DEFAULT_REPORT_DEADLINE, DEFAULT_STOP_TIMEOUT,
+};
+pub use id::{InstanceId, InvalidId, INSTANCE_ID_MAX};
+pub use pacemaker::NodeReport;
+pub use plugin::{
+    PluginEnvironment, PluginEnvironmentRequest, PluginInstance, PluginMessage, PluginStart,
+    PluginSupervise, PluginVersions,
+};
+pub use seconds::{InvalidSeconds, Seconds};
+
+/// An environment: variable name to value, in a stable order.
+pub type Environment = BTreeMap<String, String>;
+
+/// Runtime parameters of one instance, as JSON.
+pub type Parameters = Map<String, Value>;
