@@ -54,6 +54,36 @@ pub enum Error {
     },
     /// Input that was well-formed but not acceptable.
     Invalid(String),
+    /// A refusal of the heart: what was asked cannot be done. The API maps
+    /// each kind to its HTTP status (`heart::api`), a client maps it to its
+    /// exit status; nothing else chooses either.
+    Refused(Refusal),
+}
+
+/// Why the heart refuses a request: one variant per kind, never a status
+/// chosen deep inside.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The request itself is malformed (bad JSON, bad id, bad query).
+    BadRequest(String),
+    /// No such instance (or upload).
+    NotFound(String),
+    /// An exit key that is not the instance's current one.
+    Forbidden(String),
+    /// Not in this state: the message says which state.
+    Conflict(String),
+    /// The body is larger than the limit.
+    TooLarge(String),
+    /// Well-formed, but the node cannot do it (unknown runtime or version,
+    /// bad parameters, unusable source, exhausted port range).
+    Unprocessable(String),
+    /// It was tried and failed; `instance` is the instance as it is now.
+    Failed {
+        /// Why it failed.
+        message: String,
+        /// The instance after the failure, when there is one.
+        instance: Option<Box<crate::protocol::InstanceView>>,
+    },
 }
 
 impl Error {
@@ -108,7 +138,28 @@ impl fmt::Display for Error {
             Error::Http(msg) => write!(f, "{msg}"),
             Error::Api { status, message } => write!(f, "{message} (HTTP {status})"),
             Error::Invalid(msg) => write!(f, "{msg}"),
+            Error::Refused(refusal) => write!(f, "{refusal}"),
         }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::BadRequest(msg)
+            | Refusal::NotFound(msg)
+            | Refusal::Forbidden(msg)
+            | Refusal::Conflict(msg)
+            | Refusal::TooLarge(msg)
+            | Refusal::Unprocessable(msg)
+            | Refusal::Failed { message: msg, .. } => write!(f, "{msg}"),
+        }
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Error {
+        Error::Refused(refusal)
     }
 }
 

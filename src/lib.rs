@@ -21,12 +21,14 @@ pub(crate) mod cli;
 pub(crate) mod error;
 pub(crate) mod exit;
 pub(crate) mod fsutil;
-pub(crate) mod launch;
+pub(crate) mod net;
 #[allow(unsafe_code)]
 pub(crate) mod process;
+pub(crate) mod secret;
 pub(crate) mod shellwords;
 #[allow(unsafe_code)]
 pub(crate) mod signal;
+pub(crate) mod supervise;
 pub(crate) mod wait;
 
 pub mod heart;

@@ -30,9 +30,10 @@ use serde::Serialize;
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response};
 
-use super::node::{secret_eq, Node, Origin};
+use super::node::{Node, Origin};
 use crate::error::Error;
 use crate::protocol::{self, InstanceId, InstanceList};
+use crate::secret::secret_eq;
 
 /// The largest request body accepted.
 pub(crate) const BODY_LIMIT: usize = 1 << 20;

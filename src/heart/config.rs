@@ -252,7 +252,7 @@ pub(crate) fn resolve(args: Args) -> Result<Config> {
         supervisor: args
             .supervisor
             .or(file.supervisor)
-            .unwrap_or_else(crate::launch::supervisor_exe),
+            .unwrap_or_else(crate::supervise::supervisor_exe),
     })
 }
 

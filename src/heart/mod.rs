@@ -131,7 +131,9 @@ fn exit_code(err: &Error) -> Tool {
         Error::Usage(_) => Tool::Usage,
         Error::Json { what, .. } if what.starts_with("config file") => Tool::Usage,
         Error::Io { op, .. } if op == "read config file" => Tool::Usage,
-        Error::Json { .. } | Error::Invalid(_) | Error::Api { .. } => Tool::Failure,
+        Error::Json { .. } | Error::Invalid(_) | Error::Api { .. } | Error::Refused(_) => {
+            Tool::Failure
+        }
         Error::Io { .. } | Error::Sys { .. } | Error::Http(_) => Tool::Temporary,
     }
 }
@@ -151,7 +153,7 @@ fn token(path: &Path) -> Result<String> {
             Ok(token)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let token = node::random_hex(32)?;
+            let token = crate::secret::random_hex(32)?;
             fsutil::write_atomic(path, format!("{token}\n").as_bytes(), 0o600)?;
             Ok(token)
         }
@@ -183,7 +185,7 @@ fn serve(config: Config) -> Result<()> {
         .server_addr()
         .to_ip()
         .ok_or_else(|| Error::Http(format!("unable to listen on {}", config.listen)))?;
-    let address = node::loopback_address(listen).to_string();
+    let address = crate::net::loopback_of(listen).to_string();
     let server = Arc::new(server);
 
     let mut node = Node::new(Setup {

@@ -32,8 +32,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,33 +40,24 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-
 use super::catalog::{self, Catalog, Paths, Record};
 use super::config::Config;
 use super::pacemaker::Reporter;
 use super::ports;
 use crate::cli;
 use crate::error::{Error, Result};
-use crate::launch;
-use crate::process::Identity;
+use crate::net;
+use crate::process::{self, Identity};
 use crate::protocol::exited::{self, Recorded};
 use crate::protocol::{
     self, ControlFile, Environment, InstanceId, InstanceView, NodeReport, PluginInstance,
     RegisterRequest, Restart, Seconds, State,
 };
 use crate::runtime::{self, shell, Context, Registry, Started};
+use crate::secret::{random_hex, secret_eq};
+use crate::supervise::{self, Terminated};
 use crate::wait;
 
-/// Extra time, beyond the instance's stop timeout, that a stop waits for
-/// the supervisor to go before it is killed.
-const STOP_MARGIN: Duration = Duration::from_secs(5);
-/// How long a supervisor whose command ended may take to report and exit
-/// during a stop before it is killed.
-const REPORT_GRACE: Duration = Duration::from_secs(2);
-/// How long a killed supervisor may take to disappear.
-const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Default bound of each startup command (parameter `startup_timeout`).
 const DEFAULT_STARTUP_TIMEOUT: Seconds = Seconds::from_secs(300);
 /// Bound of copying or unpacking a source.
@@ -80,8 +70,6 @@ const LOG_MAX: u64 = 1 << 20;
 const BACKOFF_MAX: f64 = 60.0;
 /// An instance up this long has its backoff reset.
 const BACKOFF_RESET: f64 = 60.0;
-/// Connect timeout of one readiness probe.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// The variables of the heart's own environment that instances inherit.
 const BASE_ENV: [&str; 10] = [
     "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR",
@@ -112,25 +100,6 @@ pub(crate) fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// `bytes` random bytes from `/dev/urandom`, in hex.
-///
-/// # Errors
-///
-/// `/dev/urandom` cannot be read.
-pub(crate) fn random_hex(bytes: usize) -> Result<String> {
-    let path = Path::new("/dev/urandom");
-    let mut buf = vec![0u8; bytes];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Compares two secrets in time that depends only on their lengths.
-pub(crate) fn secret_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Seconds before restart number `attempts` (0-based): 1, 2, 4, ... 60.
@@ -199,73 +168,6 @@ pub(crate) fn log_tail(path: &Path, lines: Option<usize>) -> String {
                 out.push('\n');
             }
             out
-        }
-    }
-}
-
-/// True when `pid` has no child process left (from
-/// `/proc/PID/task/PID/children`); false when that cannot be read.
-fn has_no_children(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .is_ok_and(|text| text.trim().is_empty())
-}
-
-/// True when something accepts TCP connections on 127.0.0.1:`port`.
-///
-/// The connect is only tried once a socket LISTENs on the port (from the
-/// `/proc/net/tcp*` tables). A connect to a loopback port nobody listens on
-/// may pick that very port as its ephemeral source port and connect to
-/// itself (TCP simultaneous open); even refused as an answer, that
-/// connection leaves the instance's own port in TIME_WAIT for a minute,
-/// where it blocks the application's bind. With a listener on the port,
-/// the port cannot be a source port. The tables cost time in proportion
-/// to the sockets on the machine (under a millisecond with a few hundred,
-/// 20 ms with 15,000); the poll interval grows to match.
-fn port_answers(port: u16) -> bool {
-    if !ports::listening().contains(&port) {
-        return false;
-    }
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
-        Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
-        Err(_) => false,
-    }
-}
-
-/// Runs `cmd` (spawned in its own process group) and waits at most
-/// `timeout`; on timeout the group is killed. Returns the exit code (or
-/// `128 + signal`), or `None` on timeout.
-fn run_bounded(cmd: &mut Command, timeout: Duration, what: &str) -> Result<Option<i32>> {
-    use std::os::unix::process::ExitStatusExt;
-    let mut child = cmd
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Error::io("run", what, e))?;
-    let mut status = None;
-    let mut failure = None;
-    wait::until(timeout, || match child.try_wait() {
-        Ok(Some(s)) => {
-            status = Some(s);
-            true
-        }
-        Ok(None) => false,
-        Err(e) => {
-            failure = Some(e);
-            true
-        }
-    });
-    if let Some(e) = failure {
-        return Err(Error::io("wait for", what, e));
-    }
-    match status {
-        Some(s) => Ok(Some(
-            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
-        )),
-        None => {
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.kill();
-            let _ = child.wait();
-            Ok(None)
         }
     }
 }
@@ -343,7 +245,7 @@ impl Node {
         let ctx = Context {
             data_dir: paths.root.clone(),
             supervisor: config.supervisor.clone(),
-            heart_url: Some(format!("http://{}", loopback_address(listen))),
+            heart_url: Some(format!("http://{}", net::loopback_of(listen))),
         };
         let runtimes = registry
             .all()
@@ -647,7 +549,7 @@ impl Node {
             SourceKind::Dir => "cp",
             SourceKind::TarGz => "tar",
         };
-        let outcome = run_bounded(&mut cmd, COPY_TIMEOUT, what);
+        let outcome = process::bounded::run(&mut cmd, COPY_TIMEOUT, what);
         let stderr = fs::read_to_string(&errors).unwrap_or_default();
         let _ = fs::remove_file(&errors);
         let failure = match outcome {
@@ -778,7 +680,7 @@ impl Node {
         }
 
         if let Some(port) = rec.port {
-            if ports::is_listening(port) {
+            if !net::port_free(port) {
                 return Err(StartFailure {
                     status: 409,
                     message: format!("port {port} is already in use"),
@@ -812,7 +714,7 @@ impl Node {
                         shell::DEFAULT_START_TIMEOUT,
                     )
                     .unwrap_or(shell::DEFAULT_START_TIMEOUT);
-                    if !wait::until_soon(timeout.duration(), || port_answers(port)) {
+                    if !wait::until_soon(timeout.duration(), || net::port_answers(port)) {
                         let _ = rt.stop(&self.ctx, &instance);
                         return Err(StartFailure::new(format!(
                             "did not answer on port {port} within {} s",
@@ -857,7 +759,7 @@ impl Node {
             .stdout(log)
             .stderr(err);
         let tail = || log_tail(&log_path, Some(TAIL_LINES));
-        match run_bounded(&mut cmd, timeout, "/bin/sh") {
+        match process::bounded::run(&mut cmd, timeout, "/bin/sh") {
             Ok(Some(0)) => Ok(()),
             Ok(Some(code)) => Err(StartFailure::new(format!(
                 "startup command `{command}` failed with code {code}; log tail:\n{}",
@@ -901,7 +803,7 @@ impl Node {
             user: None,
         };
         let tail = || log_tail(log_path, Some(TAIL_LINES));
-        let identity = match launch::launch(&self.config.supervisor, &control_path, &control) {
+        let identity = match supervise::launch(&self.config.supervisor, &control_path, &control) {
             Err(e) => return Err(StartFailure::new(format!("unable to launch: {e}"))),
             Ok(None) => {
                 return Err(StartFailure::new(format!(
@@ -926,7 +828,7 @@ impl Node {
                 })
             })
         };
-        let gone = || !launch::is_supervising(&identity, &control_path) || !still_starting();
+        let gone = || !supervise::is_supervising(&identity, &control_path) || !still_starting();
         let exited = || format!("exited before it was ready; log tail:\n{}", tail());
         match rec.port {
             None => {
@@ -938,7 +840,7 @@ impl Node {
             Some(port) => {
                 let mut died = false;
                 let ready = wait::until_soon(launch.start_timeout.duration(), || {
-                    if port_answers(port) {
+                    if net::port_answers(port) {
                         return true;
                     }
                     died = gone();
@@ -967,47 +869,18 @@ impl Node {
     }
 
     /// Ends the supervisor `identity` (only if it still supervises
-    /// `control_path`): SIGTERM, then SIGKILL after `stop_timeout` plus a
-    /// margin. Returns true once it is gone.
+    /// `control_path`); true once it is gone.
     fn terminate(&self, identity: &Identity, control_path: &Path, stop_timeout: Duration) -> bool {
-        if !launch::is_supervising(identity, control_path) {
-            return true;
-        }
-        identity.signal(Signal::SIGTERM);
-        // The supervisor lingers after its command ended only to deliver
-        // the exit report; when it reports to a port this heart no longer
-        // listens on (started by a heart on another address), it would
-        // retry for its whole report deadline. Once it has no child left,
-        // it gets REPORT_GRACE to report, then it is killed.
-        let mut childless_since: Option<Instant> = None;
-        let done = wait::until(stop_timeout + STOP_MARGIN, || {
-            if !identity.is_alive() {
-                return true;
+        match supervise::terminate(identity, control_path, stop_timeout) {
+            Terminated::WasGone | Terminated::Stopped | Terminated::Killed => true,
+            Terminated::WouldNotStop => {
+                cli::warn(
+                    PROG,
+                    format!("supervisor {} would not stop, even killed", identity.pid),
+                );
+                false
             }
-            if has_no_children(identity.pid) {
-                let since = *childless_since.get_or_insert_with(Instant::now);
-                return since.elapsed() >= REPORT_GRACE;
-            }
-            childless_since = None;
-            false
-        });
-        if done && !identity.is_alive() {
-            return true;
         }
-        if done {
-            identity.signal(Signal::SIGKILL);
-            return wait::until(KILL_WAIT, || !identity.is_alive());
-        }
-        cli::warn(
-            PROG,
-            format!(
-                "supervisor {} did not stop within {} s: killing it",
-                identity.pid,
-                (stop_timeout + STOP_MARGIN).as_secs_f64()
-            ),
-        );
-        identity.signal(Signal::SIGKILL);
-        wait::until(KILL_WAIT, || !identity.is_alive())
     }
 
     // ---- stop ----------------------------------------------------------
@@ -1298,7 +1171,7 @@ impl Node {
                 }
                 let alive = rec
                     .supervisor
-                    .is_some_and(|s| launch::is_supervising(&s, &self.paths.control(id)));
+                    .is_some_and(|s| supervise::is_supervising(&s, &self.paths.control(id)));
                 if alive {
                     let message = if rec.state == State::Starting {
                         "running (its start was interrupted by a heart restart)".into()
@@ -1378,7 +1251,7 @@ impl Node {
             } else {
                 let alive = rec
                     .supervisor
-                    .is_some_and(|s| launch::is_supervising(&s, &self.paths.control(id)));
+                    .is_some_and(|s| supervise::is_supervising(&s, &self.paths.control(id)));
                 if alive {
                     continue;
                 }
@@ -1599,17 +1472,6 @@ fn base_environment() -> Environment {
 
 /// The address a local client uses to reach a heart listening on `addr`:
 /// a wildcard address becomes the loopback address of its family.
-pub(crate) fn loopback_address(addr: SocketAddr) -> SocketAddr {
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        match addr {
-            SocketAddr::V4(ref mut a) => a.set_ip(std::net::Ipv4Addr::LOCALHOST),
-            SocketAddr::V6(ref mut a) => a.set_ip(std::net::Ipv6Addr::LOCALHOST),
-        }
-    }
-    addr
-}
-
 fn not_found(id: &InstanceId) -> Error {
     Error::api(404, format!("no instance {id}"))
 }
@@ -1703,13 +1565,6 @@ mod tests {
         let mut rec = record(Restart::Always);
         rec.stop_requested = true;
         assert!(!apply_exit(&mut rec, Some(0), "x".into(), 200.0));
-    }
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(secret_eq(b"abc", b"abc"));
-        assert!(!secret_eq(b"abc", b"abd"));
-        assert!(!secret_eq(b"abc", b"ab"));
     }
 
     #[test]

@@ -47,19 +47,19 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use nix::unistd::{Group, Uid, User};
 use serde_json::Value;
 
 use super::{require_version, resolve_inside, shell, Context, Runtime, Started};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::launch;
+use crate::net;
 use crate::process::Identity;
 use crate::protocol::{
     self, Command as Argv, ControlFile, Environment, InstanceId, Parameters, PluginInstance,
     Seconds,
 };
+use crate::supervise::{self, Terminated};
 use crate::wait;
 
 /// The instance id in the Apache supervisor's control file.
@@ -139,8 +139,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// From SIGTERM to SIGKILL for Apache's supervisor.
 const STOP_TIMEOUT: Seconds = Seconds::from_secs(10);
-/// How long the supervisor may take to go after SIGTERM (and SIGKILL).
-const SUPERVISOR_GONE: Duration = Duration::from_secs(15);
 /// One HTTP probe's connect and read timeout.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of Apache's log a failure quotes.
@@ -910,7 +908,7 @@ fn stop(ctx: &Context, instance: &PluginInstance) -> Result<String> {
     test_config(&install, &layout, id)?;
     reload(&install, &layout, &apache, None)?;
     if let Some(port) = instance.port {
-        if !wait::until(CLOSE_TIMEOUT, || !port_open(port)) {
+        if !wait::until(CLOSE_TIMEOUT, || !net::port_answers(port)) {
             return Err(Error::invalid(format!(
                 "port {port} still open {} s after Apache reloaded",
                 CLOSE_TIMEOUT.as_secs()
@@ -941,7 +939,7 @@ fn status(ctx: &Context, instance: &PluginInstance) -> Result<String> {
     // A connect, as SPEC §4 defines RUNNING: an Apache whose workers are
     // all busy still accepts into its backlog, and must not be taken for
     // dead (the heart would stop every instance of a busy node).
-    if !port_open(port) {
+    if !net::port_answers(port) {
         return Err(Error::invalid(format!(
             "Apache does not accept connections on port {port}"
         )));
@@ -958,7 +956,7 @@ fn status(ctx: &Context, instance: &PluginInstance) -> Result<String> {
 fn running(layout: &Layout) -> Option<Identity> {
     let text = fs::read_to_string(&layout.identity).ok()?;
     let identity: Identity = serde_json::from_str(&text).ok()?;
-    launch::is_supervising(&identity, &layout.control).then_some(identity)
+    supervise::is_supervising(&identity, &layout.control).then_some(identity)
 }
 
 /// Removes every instance file (and rejected file) from a previous run.
@@ -1054,7 +1052,7 @@ fn apache_command(install: &Install, layout: &Layout) -> Command {
 /// the kernel's ephemeral range, and Linux hands out its even ports to
 /// `connect`) is waited for, up to `limit` (the instance's start timeout).
 fn check_port_free(port: u16, limit: Duration) -> Result<()> {
-    if port_open(port) {
+    if net::port_answers(port) {
         return Err(Error::invalid(format!(
             "port {port} is in use: another process listens on it"
         )));
@@ -1113,7 +1111,7 @@ fn launch_apache(
     };
     let log_start = fs::metadata(&layout.log).map(|m| m.len()).unwrap_or(0);
     let identity =
-        launch::launch(&ctx.supervisor, &layout.control, &control)?.ok_or_else(|| {
+        supervise::launch(&ctx.supervisor, &layout.control, &control)?.ok_or_else(|| {
             Error::invalid(format!(
                 "Apache failed to start: {}",
                 log_since(&layout.log, log_start)
@@ -1123,7 +1121,7 @@ fn launch_apache(
         .map_err(|e| Error::json(format!("identity {}", layout.identity.display()), e))?;
     fsutil::write_atomic(&layout.identity, &json, 0o644)?;
     let up = wait::until(ready, || {
-        answers_http(port) || !launch::is_supervising(&identity, &layout.control)
+        answers_http(port) || !supervise::is_supervising(&identity, &layout.control)
     });
     if up && answers_http(port) {
         return Ok(identity);
@@ -1155,7 +1153,7 @@ fn reload(
             apache_message(&output)
         )));
     }
-    let alive = || launch::is_supervising(apache, &layout.control);
+    let alive = || supervise::is_supervising(apache, &layout.control);
     if let Some((port, ready)) = port {
         wait::until(ready, || answers_http(port) || !alive());
         if !alive() {
@@ -1236,28 +1234,15 @@ fn check_pid_file(layout: &Layout, apache: &Identity) -> Result<()> {
 /// Stops Apache: SIGTERM to its supervisor (which ends Apache's process
 /// group), SIGKILL if it outlasts its stop timeout.
 fn stop_apache(layout: &Layout, apache: &Identity) -> Result<()> {
-    if launch::is_supervising(apache, &layout.control) {
-        apache.signal(Signal::SIGTERM);
-        if !wait::until(SUPERVISOR_GONE, || !apache.is_alive()) {
-            apache.signal(Signal::SIGKILL);
-            if !wait::until(SUPERVISOR_GONE, || !apache.is_alive()) {
-                return Err(Error::invalid(format!(
-                    "Apache's supervisor {} would not stop",
-                    apache.pid
-                )));
-            }
-        }
+    if supervise::terminate(apache, &layout.control, STOP_TIMEOUT.duration())
+        == Terminated::WouldNotStop
+    {
+        return Err(Error::invalid(format!(
+            "Apache's supervisor {} would not stop",
+            apache.pid
+        )));
     }
     fsutil::remove_if_exists(&layout.identity)
-}
-
-/// True when `port` accepts a TCP connection on 127.0.0.1.
-fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(
-        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        PROBE_TIMEOUT,
-    )
-    .is_ok()
 }
 
 /// True when Apache answers HTTP on `port`: `OPTIONS *`, which Apache

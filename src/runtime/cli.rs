@@ -8,16 +8,16 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 
@@ -26,6 +26,8 @@ use super::{plugin_dirs, Context, Registry, Runtime, Started};
 use crate::cli::{fatal, print, usage_error, warn};
 use crate::error::{Error, Result};
 use crate::exit::Tool;
+use crate::net;
+use crate::process::{Bounded, Ended};
 use crate::protocol::{Environment, InstanceId, Parameters, PluginInstance};
 
 const PROG: &str = "pm-runtime";
@@ -562,31 +564,14 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::io("read address of", "127.0.0.1:0", e))
 }
 
-fn answers(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
-
 /// A supervised command that `check` runs itself, killed on drop.
-struct Running(Child);
+struct Running(Bounded);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let group = Pid::from_raw(self.0.id() as i32);
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = killpg(group, Signal::SIGTERM);
-            let exited = crate::wait::until(Duration::from_secs(5), || {
-                self.0.try_wait().ok().flatten().is_some()
-            });
-            if !exited {
-                let _ = killpg(group, Signal::SIGKILL);
-            }
-        } else {
-            // The leader is gone; end whatever it left in its group.
-            let _ = killpg(group, Signal::SIGKILL);
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // SIGTERM to the group, SIGKILL to whatever is left of it after
+        // the grace, all while the leader's pid is still reserved.
+        let _ = self.0.terminate(Duration::from_secs(5));
     }
 }
 
@@ -732,7 +717,7 @@ fn check_plugin(
     };
     let ctx = Context {
         data_dir: scratch.0.clone(),
-        supervisor: crate::launch::supervisor_exe(),
+        supervisor: crate::supervise::supervisor_exe(),
         heart_url: None,
     };
 
@@ -752,7 +737,7 @@ fn check_plugin(
                 super::shell::DEFAULT_START_TIMEOUT,
             )?;
             match port {
-                Some(port) if !crate::wait::until(timeout.duration(), || answers(port)) => report.problem(
+                Some(port) if !crate::wait::until(timeout.duration(), || net::port_answers(port)) => report.problem(
                     "start",
                     format!(
                         "the plugin says it started the instance ({message}), but nothing answers on port {port} after {} s",
@@ -796,23 +781,21 @@ fn run_supervised(
         .command
         .split_first()
         .ok_or_else(|| Error::invalid("the command to supervise is empty"))?;
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(&launch.cwd)
-        .env_clear()
-        .envs(&launch.environment)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| {
-            Error::invalid(format!(
-                "the command to supervise, {:?}, cannot be run in {}: {e}",
-                launch.command,
-                launch.cwd.display()
-            ))
-        })?;
+    let child = Bounded::spawn(
+        Command::new(program)
+            .args(args)
+            .current_dir(&launch.cwd)
+            .env_clear()
+            .envs(&launch.environment)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2),
+        format!(
+            "the command to supervise, {:?}, in {}",
+            launch.command,
+            launch.cwd.display()
+        ),
+    )?;
     let mut running = Running(child);
     let started = Instant::now();
     let mut exited = None;
@@ -822,11 +805,19 @@ fn run_supervised(
         launch.standalone_wait
     };
     let up = crate::wait::until(wait.duration(), || {
-        if let Ok(Some(status)) = running.0.try_wait() {
-            exited = Some(status);
+        if running.0.has_ended() {
+            // Reaped only now, after the group is gone.
+            exited = running
+                .0
+                .wait(Duration::ZERO, true)
+                .ok()
+                .map(|ended| match ended {
+                    Ended::Exited(status) => status,
+                    Ended::TimedOut => ExitStatus::from_raw(0),
+                });
             return true;
         }
-        port.is_some_and(answers)
+        port.is_some_and(net::port_answers)
     });
     let tail = || {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();

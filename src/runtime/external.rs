@@ -18,24 +18,23 @@
 //! same name (the registry looks at built-ins first).
 
 use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag};
-use nix::unistd::{access, AccessFlags, Pid};
+use nix::sys::signal::Signal;
+use nix::unistd::{access, AccessFlags};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{shell, Context, Launch, Runtime, Started};
 use crate::error::{Error, Result};
+use crate::process::{Bounded, Ended};
 use crate::protocol::{
     Environment, Parameters, PluginEnvironment, PluginEnvironmentRequest, PluginInstance,
     PluginMessage, PluginStart, PluginVersions,
@@ -226,20 +225,26 @@ impl External {
     /// The plugin cannot be run, or it did not exit within the time limit
     /// (its process group is then killed).
     pub(crate) fn run(&self, mode: &str, input: Vec<u8>) -> Result<Finished> {
-        let mut child = Command::new(&self.path)
-            .arg(mode)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| Error::io(format!("run runtime plugin {}", self.name), &self.path, e))?;
         let started = Instant::now();
-        let pid = Pid::from_raw(child.id() as i32);
-
-        let stdout = child.stdout.take().map(|r| Capture::start(r, STDOUT_CAP));
-        let stderr = child.stderr.take().map(|r| Capture::start(r, STDERR_CAP));
-        if let Some(mut stdin) = child.stdin.take() {
+        let mut child = Bounded::spawn(
+            Command::new(&self.path)
+                .arg(mode)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            format!("runtime plugin {} ({})", self.name, self.path.display()),
+        )?;
+        let stdout = child
+            .child_mut()
+            .stdout
+            .take()
+            .map(|r| Capture::start(r, STDOUT_CAP));
+        let stderr = child
+            .child_mut()
+            .stderr
+            .take()
+            .map(|r| Capture::start(r, STDERR_CAP));
+        if let Some(mut stdin) = child.child_mut().stdin.take() {
             // A plugin that exits without reading its request is fine: the
             // write fails with EPIPE and is dropped.
             let _ = thread::Builder::new()
@@ -248,54 +253,16 @@ impl External {
                     let _ = stdin.write_all(&input);
                 });
         }
-
-        let (tx, rx) = mpsc::channel();
-        let waiter = thread::Builder::new()
-            .name("plugin-waiter".into())
-            .spawn(move || loop {
-                // WNOWAIT: the plugin stays a zombie, its pid (and so its
-                // group id) reserved, until the calling thread reaps it.
-                match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-                    Err(Errno::EINTR) => continue,
-                    _ => {
-                        let _ = tx.send(());
-                        break;
-                    }
-                }
-            });
-        let timed_out = match waiter {
-            Ok(_) => match rx.recv_timeout(self.timeout) {
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => false,
-                Err(RecvTimeoutError::Timeout) => true,
-            },
-            // No thread: fall back to waiting with a bound by polling.
-            Err(_) => !crate::wait::until(self.timeout, || {
-                matches!(
-                    waitid(
-                        Id::Pid(pid),
-                        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG
-                    ),
-                    Ok(status) if status.pid().is_some()
-                )
-            }),
+        let status = match child.wait(self.timeout, false)? {
+            Ended::Exited(status) => status,
+            Ended::TimedOut => {
+                return Err(Error::invalid(format!(
+                    "{} timed out after {:.1} s; its process group was killed",
+                    self.context(mode),
+                    started.elapsed().as_secs_f64()
+                )))
+            }
         };
-        if timed_out {
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
-        let status = child.wait().map_err(|e| {
-            Error::io(
-                format!("wait for runtime plugin {}", self.name),
-                &self.path,
-                e,
-            )
-        })?;
-        if timed_out {
-            return Err(Error::invalid(format!(
-                "{} timed out after {:.1} s; its process group was killed",
-                self.context(mode),
-                started.elapsed().as_secs_f64()
-            )));
-        }
         let stdout = stdout.map(|c| c.finish()).unwrap_or_default();
         let stderr = stderr.map(|c| c.finish()).unwrap_or_default();
         Ok(Finished {

@@ -1,125 +1,21 @@
-//! Processes: who a pid really is, and how a wait status becomes a code.
-//!
-//! A pid alone is never trusted: the kernel recycles them. A process is
-//! identified by its pid *and* its start time (field 22 of
-//! `/proc/PID/stat`, in clock ticks since boot), which together are unique
-//! for the life of the machine; a check may also compare the command line.
-//!
-//! This module also holds the OS side of running a command: the spawn with
-//! its pre-exec hook (credentials, parent-death signal), the detaching
-//! fork, waiting without reaping (`WNOWAIT`, so a pid stays reserved
-//! until we choose to reap it) and signalling process groups.
+//! Starting commands: the supervised spawn with its pre-exec hook
+//! (default signal dispositions, credentials, parent-death signal), the
+//! user lookup done before the fork, descriptor hygiene, and the
+//! detaching fork of `pm-supervisor --detach`.
 
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::prctl;
-use nix::sys::signal::{self, Signal};
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::{getgrouplist, ForkResult, Gid, Pid, Uid, User};
-use serde::{Deserialize, Serialize};
+use nix::sys::signal::Signal;
+use nix::unistd::{getgrouplist, ForkResult, Gid, Uid, User};
 
 use crate::error::{Error, Result};
-
-/// A process as the kernel knows it: pid plus start time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    /// The process id.
-    pub pid: i32,
-    /// Start time in clock ticks since boot, from `/proc/PID/stat`.
-    pub start_time: u64,
-}
-
-/// The fields of `/proc/PID/stat` that we use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stat {
-    /// One-letter state: `R`, `S`, `Z`, ...
-    pub state: u8,
-    /// Parent pid.
-    pub ppid: i32,
-    /// Start time in clock ticks since boot.
-    pub start_time: u64,
-}
-
-/// Parses the text of `/proc/PID/stat`. The command name in parentheses
-/// may contain spaces and parentheses itself, so parsing starts after the
-/// last `)`.
-pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    // Fields after the name, numbered from 3 as in proc(5).
-    let state = fields.next()?.bytes().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let start_time = fields.nth(22 - 5)?.parse().ok()?;
-    Some(Stat {
-        state,
-        ppid,
-        start_time,
-    })
-}
-
-/// Reads `/proc/PID/stat`; `None` when there is no such process.
-pub(crate) fn stat(pid: i32) -> Option<Stat> {
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// The argument vector of `pid` from `/proc/PID/cmdline`.
-pub(crate) fn cmdline(pid: i32) -> Option<Vec<OsString>> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let mut args: Vec<OsString> = raw
-        .split(|&b| b == 0)
-        .map(|arg| OsString::from_vec(arg.to_vec()))
-        .collect();
-    if args.last().is_some_and(|a| a.is_empty()) {
-        args.pop();
-    }
-    Some(args)
-}
-
-impl Identity {
-    /// The identity of the live (non-zombie) process `pid`, if there is one.
-    pub fn of(pid: i32) -> Option<Identity> {
-        let stat = stat(pid)?;
-        (stat.state != b'Z').then_some(Identity {
-            pid,
-            start_time: stat.start_time,
-        })
-    }
-
-    /// True when the process is still the same one and not a zombie.
-    pub fn is_alive(&self) -> bool {
-        Identity::of(self.pid) == Some(*self)
-    }
-
-    /// Sends `signal` to the process, only if it is still this identity.
-    /// Returns false when it is gone (or is now another process).
-    pub fn signal(&self, signal: Signal) -> bool {
-        // The window between the check and the kill is a few microseconds;
-        // pid reuse needs the whole pid space to wrap in between.
-        self.is_alive() && signal::kill(Pid::from_raw(self.pid), signal).is_ok()
-    }
-}
-
-/// Reported code for a process that exited with `status`.
-pub(crate) fn code_of_exit(status: i32) -> i32 {
-    status
-}
-
-/// Reported code for a process killed by `signal` that nobody asked for:
-/// `128 + n`, as shells and tini report it.
-pub(crate) fn code_of_signal(signal: Signal) -> i32 {
-    128 + signal as i32
-}
-
-// ---------------------------------------------------------------------
-// Spawning, waiting, signalling.
-// ---------------------------------------------------------------------
 
 /// The credentials a command runs with when a `user` is given, resolved
 /// before the fork: the pre-exec hook may not allocate or read files.
@@ -254,6 +150,9 @@ pub(crate) fn spawn_supervised(
 /// x86_64 and aarch64 (the raw call is needed because glibc and musl
 /// refuse to touch their reserved real-time signals, 32 to 34, which a
 /// caller may still have left ignored).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("KernelSigaction is laid out for x86_64 and aarch64 only: check the kernel's struct sigaction for this architecture");
+
 #[repr(C)]
 struct KernelSigaction {
     handler: libc::sighandler_t,
@@ -368,119 +267,5 @@ pub(crate) fn detach() -> Result<Detached> {
             Ok(Detached::Child)
         }
         Err(errno) => Err(Error::sys("fork", errno)),
-    }
-}
-
-/// Blocks until some child has ended and returns its status without
-/// reaping it (`WNOWAIT`): its pid stays reserved until [`reap`].
-///
-/// # Errors
-///
-/// `ECHILD` when there is no child; `EINTR` is retried.
-pub(crate) fn wait_any_unreaped() -> nix::Result<WaitStatus> {
-    loop {
-        match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Err(Errno::EINTR) => {}
-            other => return other,
-        }
-    }
-}
-
-/// Reaps the ended child `pid`, returning its status.
-///
-/// # Errors
-///
-/// `ECHILD` when `pid` is not a child; `EINTR` is retried.
-pub(crate) fn reap(pid: Pid) -> nix::Result<WaitStatus> {
-    loop {
-        match waitpid(pid, None) {
-            Err(Errno::EINTR) => {}
-            other => return other,
-        }
-    }
-}
-
-/// Reaps every ended child without blocking. Returns `false` once no child
-/// is left at all (`ECHILD`).
-pub(crate) fn reap_ended() -> bool {
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => return true,
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return false,
-        }
-    }
-}
-
-/// The live (non-zombie) children of `parent`, from `/proc`.
-pub(crate) fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| stat(pid).is_some_and(|s| s.ppid == parent && s.state != b'Z'))
-        .collect()
-}
-
-/// Makes this process a child subreaper: orphaned descendants are
-/// re-parented to it instead of init.
-///
-/// # Errors
-///
-/// The `prctl` failed.
-pub(crate) fn become_subreaper() -> Result<()> {
-    prctl::set_child_subreaper(true).map_err(|errno| Error::sys("become a child subreaper", errno))
-}
-
-/// Sends `signal` to the process group led by our unreaped child
-/// `leader`; if the group is empty because the leader moved to another
-/// group, to the leader alone. The caller guarantees that `leader` has not
-/// been reaped, so neither number can have been recycled.
-///
-/// # Errors
-///
-/// The `kill` failed.
-pub(crate) fn signal_group(leader: Pid, signal: Signal) -> nix::Result<()> {
-    match signal::killpg(leader, signal) {
-        Err(Errno::ESRCH) => signal::kill(leader, signal),
-        other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parse_stat_handles_names_with_spaces_and_parens() {
-        let text =
-            "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 100";
-        let stat = parse_stat(text).unwrap();
-        assert_eq!(stat.state, b'S');
-        assert_eq!(stat.ppid, 1);
-        assert_eq!(stat.start_time, 987654);
-    }
-
-    #[test]
-    fn own_identity_is_alive_and_stable() {
-        let me = Identity::of(std::process::id() as i32).unwrap();
-        assert!(me.is_alive());
-        let other = Identity {
-            start_time: me.start_time + 1,
-            ..me
-        };
-        assert!(!other.is_alive());
-    }
-
-    #[test]
-    fn cmdline_of_self_names_the_test_binary() {
-        let args = cmdline(std::process::id() as i32).unwrap();
-        assert!(!args.is_empty());
-    }
-
-    #[test]
-    fn codes_follow_the_shell_convention() {
-        assert_eq!(code_of_exit(3), 3);
-        assert_eq!(code_of_signal(Signal::SIGKILL), 137);
     }
 }

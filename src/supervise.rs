@@ -1,7 +1,8 @@
-//! Launching a command under a detached `pm-supervisor`.
+//! A detached `pm-supervisor`, seen from the program that runs it: launch
+//! it, tell whether it still runs, end it.
 //!
-//! Used by the heart for every supervised instance and for the managed
-//! Apache. The control file is written atomically (mode 0600: it holds the
+//! Used by the heart for every supervised instance and by the managed
+//! Apache for its server. The control file is written atomically (mode 0600: it holds the
 //! environment and the exit key), `pm-supervisor --detach` is run and
 //! reaped at once (it forks and its parent exits), and the launch waits,
 //! with a bound, for the startflag file that says the command was started
@@ -10,13 +11,24 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::process::{self, Identity};
 use crate::protocol::ControlFile;
 use crate::wait;
+
+/// Extra time, beyond the command's stop timeout, that [`terminate`]
+/// waits for the supervisor to go before it is killed.
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(5);
+/// How long a supervisor whose command ended may take to report and exit
+/// during [`terminate`] before it is killed.
+const REPORT_GRACE: Duration = Duration::from_secs(2);
+/// How long a killed supervisor may take to disappear.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a supervisor may take to start its command.
 pub(crate) const STARTFLAG_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,4 +119,58 @@ pub(crate) fn is_supervising(identity: &Identity, control_path: &Path) -> bool {
             .is_some_and(|name| name == OsStr::new("pm-supervisor"))
     });
     is_supervisor && args.iter().any(|arg| Path::new(arg) == control_path)
+}
+
+/// How [`terminate`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Terminated {
+    /// It was gone already, or is not that supervisor any more.
+    WasGone,
+    /// It went after SIGTERM.
+    Stopped,
+    /// It had to be killed (it outlived `stop_timeout` plus a margin, or
+    /// lingered after its command ended); it is gone now.
+    Killed,
+    /// Even SIGKILL did not make it go within its bound.
+    WouldNotStop,
+}
+
+/// Ends the supervisor `identity`, only if it still supervises
+/// `control_path`: SIGTERM (it stops its command's group), then SIGKILL
+/// after `stop_timeout` plus [`STOP_MARGIN`].
+///
+/// A supervisor lingers after its command ended only to deliver its exit
+/// report; when it reports to a port nobody listens on any more, it would
+/// retry for its whole report deadline. So once it has no child left, it
+/// gets [`REPORT_GRACE`] to report, and is then killed.
+pub(crate) fn terminate(
+    identity: &Identity,
+    control_path: &Path,
+    stop_timeout: Duration,
+) -> Terminated {
+    if !is_supervising(identity, control_path) {
+        return Terminated::WasGone;
+    }
+    identity.signal(Signal::SIGTERM);
+    let mut childless_since: Option<Instant> = None;
+    wait::until(stop_timeout + STOP_MARGIN, || {
+        if !identity.is_alive() {
+            return true;
+        }
+        if process::children_of(identity.pid).is_empty() {
+            let since = *childless_since.get_or_insert_with(Instant::now);
+            return since.elapsed() >= REPORT_GRACE;
+        }
+        childless_since = None;
+        false
+    });
+    if !identity.is_alive() {
+        return Terminated::Stopped;
+    }
+    identity.signal(Signal::SIGKILL);
+    if wait::until(KILL_WAIT, || !identity.is_alive()) {
+        Terminated::Killed
+    } else {
+        Terminated::WouldNotStop
+    }
 }

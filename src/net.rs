@@ -1,0 +1,150 @@
+//! TCP ports on this machine: is one free, does one answer.
+//!
+//! Both questions are answered with a constant number of system calls on
+//! the one port, whatever the number of sockets on the machine (no read of
+//! the `/proc/net/tcp*` tables, whose cost grows with every socket):
+//!
+//! - [`port_free`]: the port can be bound on every IPv4 and IPv6 address
+//!   with `SO_REUSEADDR`, as applications bind. A socket that LISTENs on
+//!   the port (on any address) makes it busy; TIME_WAIT connections left
+//!   by an application that bound the port with `SO_REUSEADDR` (as the
+//!   standard libraries of Rust, Python, Node, Ruby and PHP all do) do
+//!   not, so they never block a restart on the same port. Only ever call
+//!   it when no application of ours may be binding the port at that very
+//!   moment: the test listener holds the port for a few microseconds.
+//! - [`port_answers`]: a TCP connect to `127.0.0.1:PORT` succeeds. A
+//!   connect to a loopback port nobody listens on may pick that very port
+//!   as its own ephemeral source port and connect to itself (TCP
+//!   simultaneous open); such a connection is recognised (its local and
+//!   peer addresses are equal), reset rather than closed, so that it
+//!   leaves no TIME_WAIT behind to block the application's bind, and
+//!   counts as no answer.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use nix::sys::socket::{setsockopt, sockopt};
+
+/// Connect timeout of one [`port_answers`] probe.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// True when `port` can be bound on every IPv4 and IPv6 address (each
+/// test listener is closed at once).
+pub(crate) fn port_free(port: u16) -> bool {
+    if TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_err() {
+        return false;
+    }
+    match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)) {
+        Ok(_) => true,
+        // No IPv6 on this machine: nothing can listen there.
+        Err(e) => e.kind() != io::ErrorKind::AddrInUse,
+    }
+}
+
+/// True when something accepts TCP connections on `127.0.0.1:port`
+/// within `timeout`.
+pub(crate) fn port_answers_within(port: u16, timeout: Duration) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(stream) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    if stream.local_addr().ok() == stream.peer_addr().ok() {
+        reset(&stream);
+        return false;
+    }
+    true
+}
+
+/// True when something accepts TCP connections on `127.0.0.1:port`.
+pub(crate) fn port_answers(port: u16) -> bool {
+    port_answers_within(port, PROBE_TIMEOUT)
+}
+
+/// Makes the close of `stream` a reset (`SO_LINGER` 0): no FIN, no
+/// TIME_WAIT.
+fn reset(stream: &TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = setsockopt(stream, sockopt::Linger, &linger);
+}
+
+/// `addr` with an unspecified IP (`0.0.0.0`, `[::]`) replaced by the
+/// loopback address of its family: where a local client reaches a server
+/// that listens on `addr`.
+pub(crate) fn loopback_of(addr: SocketAddr) -> SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        match addr {
+            SocketAddr::V4(ref mut a) => a.set_ip(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(ref mut a) => a.set_ip(Ipv6Addr::LOCALHOST),
+        }
+    }
+    addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_makes_its_port_busy_and_answering() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(!port_free(port));
+        assert!(port_answers(port));
+        drop(listener);
+        assert!(port_free(port));
+        assert!(!port_answers(port));
+    }
+
+    #[test]
+    fn time_wait_of_an_accepted_connection_leaves_the_port_free() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        // The server closes first, so its side goes to TIME_WAIT.
+        drop(server_side);
+        drop(listener);
+        drop(client);
+        assert!(port_free(port));
+    }
+
+    #[test]
+    fn a_connection_to_itself_is_no_answer_and_leaves_nothing() {
+        // Bind a client socket, learn its port, and connect it to itself:
+        // what an unlucky probe of a closed port does.
+        let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let socket = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let addr = nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, port);
+        nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&socket), &addr).unwrap();
+        nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&socket), &addr).unwrap();
+        let stream = TcpStream::from(socket);
+        assert_eq!(stream.local_addr().unwrap(), stream.peer_addr().unwrap());
+        reset(&stream);
+        drop(stream);
+        // Reset, not closed: the port is bindable at once.
+        assert!(port_free(port));
+    }
+
+    #[test]
+    fn unspecified_addresses_become_loopback() {
+        let any: SocketAddr = "0.0.0.0:80".parse().unwrap();
+        assert_eq!(loopback_of(any), "127.0.0.1:80".parse().unwrap());
+        let any6: SocketAddr = "[::]:80".parse().unwrap();
+        assert_eq!(loopback_of(any6), "[::1]:80".parse().unwrap());
+        let set: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        assert_eq!(loopback_of(set), set);
+    }
+}
