@@ -120,6 +120,11 @@ impl Error {
         }
     }
 
+    /// A refusal of kind `kind` (a [`Refusal`] variant) with `message`.
+    pub fn refused(kind: fn(String) -> Refusal, message: impl Into<String>) -> Error {
+        Error::Refused(kind(message.into()))
+    }
+
     /// Unacceptable input.
     pub fn invalid(message: impl Into<String>) -> Error {
         Error::Invalid(message.into())

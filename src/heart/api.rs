@@ -32,6 +32,7 @@ use tiny_http::{Header, Method, Request, Response};
 
 use super::node::{Node, Origin};
 use crate::error::Error;
+use crate::error::Refusal;
 use crate::protocol::{self, InstanceId, InstanceList};
 use crate::secret::secret_eq;
 
@@ -57,9 +58,33 @@ fn json_reply(status: u16, value: &impl Serialize) -> Reply {
     }
 }
 
+/// The HTTP status of a refusal: the one place that chooses it.
+fn status_of(refusal: &Refusal) -> u16 {
+    match refusal {
+        Refusal::BadRequest(_) => 400,
+        Refusal::Forbidden(_) => 403,
+        Refusal::NotFound(_) => 404,
+        Refusal::Conflict(_) => 409,
+        Refusal::TooLarge(_) => 413,
+        Refusal::Unprocessable(_) => 422,
+        Refusal::Failed { .. } => 500,
+    }
+}
+
 fn error_reply(err: &Error) -> Reply {
     let (status, message) = match err {
         Error::Api { status, message } => (*status, message.clone()),
+        Error::Refused(refusal) => {
+            let status = status_of(refusal);
+            if let Refusal::Failed {
+                message,
+                instance: Some(instance),
+            } = refusal
+            {
+                return json_reply(status, &json!({"error": message, "instance": instance}));
+            }
+            (status, refusal.to_string())
+        }
         other => (500, other.to_string()),
     };
     let body = serde_json::to_vec(&protocol::ApiError { error: message })
@@ -238,7 +263,12 @@ fn read_body(request: &mut Request) -> Result<Vec<u8>, Error> {
         .as_reader()
         .take(BODY_LIMIT as u64 + 1)
         .read_to_end(&mut body)
-        .map_err(|e| Error::api(400, format!("unable to read the request body: {e}")))?;
+        .map_err(|e| {
+            Error::refused(
+                Refusal::BadRequest,
+                format!("unable to read the request body: {e}"),
+            )
+        })?;
     if body.len() > BODY_LIMIT {
         return Err(too_large());
     }
@@ -246,12 +276,15 @@ fn read_body(request: &mut Request) -> Result<Vec<u8>, Error> {
 }
 
 fn too_large() -> Error {
-    Error::api(413, format!("request body larger than {BODY_LIMIT} bytes"))
+    Error::refused(
+        Refusal::TooLarge,
+        format!("request body larger than {BODY_LIMIT} bytes"),
+    )
 }
 
 fn parse_id(id: &str) -> Result<InstanceId, Error> {
     id.parse()
-        .map_err(|e: protocol::InvalidId| Error::api(400, e.to_string()))
+        .map_err(|e: protocol::InvalidId| Error::refused(Refusal::BadRequest, e.to_string()))
 }
 
 /// `tail=N` from a query string.
@@ -260,8 +293,8 @@ fn tail_param(query: &str) -> Result<Option<usize>, Error> {
         if let Some(value) = pair.strip_prefix("tail=") {
             return match value.parse::<usize>() {
                 Ok(n) if n <= TAIL_MAX => Ok(Some(n)),
-                _ => Err(Error::api(
-                    400,
+                _ => Err(Error::refused(
+                    Refusal::BadRequest,
                     format!("invalid tail {value:?}: expected 0 to {TAIL_MAX}"),
                 )),
             };
@@ -323,11 +356,13 @@ fn dispatch(
             let id = &parse_id(id)?;
             match node.start(id, Origin::Api) {
                 Ok(view) => Ok(json_reply(200, &view)),
-                Err(Error::Api { status, message }) if status >= 409 && status != 413 => {
+                Err(Error::Refused(
+                    refusal @ (Refusal::Conflict(_) | Refusal::Unprocessable(_)),
+                )) => {
                     let instance = node.show(id).ok();
                     Ok(json_reply(
-                        status,
-                        &json!({"error": message, "instance": instance}),
+                        status_of(&refusal),
+                        &json!({"error": refusal.to_string(), "instance": instance}),
                     ))
                 }
                 Err(e) => Err(e),
@@ -345,7 +380,7 @@ fn dispatch(
         (Get | Post, ["instance", "exit", id, key, code]) => {
             let id = &id
                 .parse()
-                .map_err(|_| Error::api(404, format!("no instance {id}")))?;
+                .map_err(|_| Error::refused(Refusal::NotFound, format!("no instance {id}")))?;
             let state = node.exit_report(id, key, code)?;
             Ok(json_reply(200, &json!({"state": state})))
         }
@@ -358,7 +393,7 @@ fn dispatch(
             | ["instances", _, "start" | "stop" | "log"]
             | ["instance", "exit", _, _, _],
         ) => Err(Error::api(405, format!("method {method} not allowed here"))),
-        _ => Err(Error::api(404, "no such route")),
+        _ => Err(Error::refused(Refusal::NotFound, "no such route")),
     }
 }
 

@@ -45,7 +45,7 @@ use super::config::Config;
 use super::pacemaker::Reporter;
 use super::ports;
 use crate::cli;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::net;
 use crate::process::{self, Identity};
 use crate::protocol::exited::{self, Recorded};
@@ -213,14 +213,23 @@ pub(crate) struct Setup {
 
 /// A failed start: the reason, and the HTTP status to answer.
 struct StartFailure {
-    status: u16,
+    kind: StartRefusal,
     message: String,
+}
+
+/// The kind of a failed start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartRefusal {
+    /// The instance's port is taken by something else.
+    PortInUse,
+    /// Anything else.
+    Failed,
 }
 
 impl StartFailure {
     fn new(message: impl Into<String>) -> StartFailure {
         StartFailure {
-            status: 500,
+            kind: StartRefusal::Failed,
             message: message.into(),
         }
     }
@@ -425,34 +434,50 @@ impl Node {
     /// version, bad parameters or a missing source, 409 for an id in use or
     /// an exhausted port range, 500 when the copy fails for another reason.
     pub(crate) fn register(&self, body: &[u8]) -> Result<InstanceView> {
-        let req: RegisterRequest = serde_json::from_slice(body)
-            .map_err(|e| Error::api(400, format!("invalid register request: {e}")))?;
+        let req: RegisterRequest = serde_json::from_slice(body).map_err(|e| {
+            Error::refused(
+                Refusal::BadRequest,
+                format!("invalid register request: {e}"),
+            )
+        })?;
         let manifest = &req.manifest;
         let id = match &req.instance_id {
             Some(id) => id.clone(),
             None => generate_id(&manifest.application.name)?,
         };
         if manifest.application.name.trim().is_empty() {
-            return Err(Error::api(400, "application name is empty"));
+            return Err(Error::refused(
+                Refusal::BadRequest,
+                "application name is empty",
+            ));
         }
         let rt = self
             .registry
             .get(&manifest.runtime.name)
-            .map_err(|e| Error::api(422, e.to_string()))?;
+            .map_err(|e| Error::refused(Refusal::Unprocessable, e.to_string()))?;
         // With the instance's parameters: an `rbenv_path` or `nvm_path`
         // has versions of its own that the node default may lack.
         rt.resolve_version(&manifest.runtime.version, &manifest.runtime.parameters)
-            .map_err(|e| Error::api(422, e.to_string()))?;
+            .map_err(|e| Error::refused(Refusal::Unprocessable, e.to_string()))?;
         rt.validate(&manifest.runtime.parameters, manifest.standalone)
-            .map_err(|e| Error::api(422, format!("runtime {}: {e}", manifest.runtime.name)))?;
+            .map_err(|e| {
+                Error::refused(
+                    Refusal::Unprocessable,
+                    format!("runtime {}: {e}", manifest.runtime.name),
+                )
+            })?;
         shell::seconds_param(
             &manifest.runtime.parameters,
             "startup_timeout",
             DEFAULT_STARTUP_TIMEOUT,
         )
-        .map_err(|e| Error::api(422, e.to_string()))?;
-        let source = std::path::absolute(&req.source)
-            .map_err(|e| Error::api(422, format!("source {}: {e}", req.source.display())))?;
+        .map_err(|e| Error::refused(Refusal::Unprocessable, e.to_string()))?;
+        let source = std::path::absolute(&req.source).map_err(|e| {
+            Error::refused(
+                Refusal::Unprocessable,
+                format!("source {}: {e}", req.source.display()),
+            )
+        })?;
         let kind = source_kind(&source)?;
 
         let op = self.op_lock(&id);
@@ -460,15 +485,18 @@ impl Node {
         let range = self.config.ports;
         self.peek(|cat| -> Result<()> {
             if cat.instances.contains_key(&id) {
-                return Err(Error::api(409, format!("instance {id} already exists")));
+                return Err(Error::refused(
+                    Refusal::Conflict,
+                    format!("instance {id} already exists"),
+                ));
             }
             let port = if manifest.standalone {
                 None
             } else {
                 let held: HashSet<u16> = cat.instances.values().filter_map(|r| r.port).collect();
                 Some(ports::allocate(range, &held).ok_or_else(|| {
-                    Error::api(
-                        409,
+                    Error::refused(
+                        Refusal::Conflict,
                         format!("no free port left in the instance port range {range}"),
                     )
                 })?)
@@ -505,10 +533,9 @@ impl Node {
         let copied = self.copy_source(&source, kind, &dest);
         let result = copied.and_then(|()| {
             self.update(|cat| {
-                let rec = cat
-                    .instances
-                    .get_mut(&id)
-                    .ok_or_else(|| Error::api(500, format!("instance {id} vanished")))?;
+                let rec = cat.instances.get_mut(&id).ok_or_else(|| {
+                    Error::refused(Refusal::NotFound, format!("instance {id} vanished"))
+                })?;
                 rec.state = State::Registered;
                 rec.message = "registered".into();
                 Ok(rec.view())
@@ -559,8 +586,8 @@ impl Node {
             Err(e) => e.to_string(),
         };
         let _ = fs::remove_dir_all(dest);
-        Err(Error::api(
-            422,
+        Err(Error::refused(
+            Refusal::Unprocessable,
             format!("unable to copy {}: {failure}", source.display()),
         ))
     }
@@ -580,15 +607,18 @@ impl Node {
         let rec = self.update(|cat| {
             let rec = get_mut(cat, id)?;
             if !rec.state.can_start() {
-                return Err(Error::api(
-                    409,
+                return Err(Error::refused(
+                    Refusal::Conflict,
                     format!("cannot start {id}: it is {}", rec.state.as_str()),
                 ));
             }
             if origin == Origin::Restart
                 && (rec.stop_requested || rec.backoff.next_restart.is_none())
             {
-                return Err(Error::api(409, format!("no restart of {id} is due")));
+                return Err(Error::refused(
+                    Refusal::Conflict,
+                    format!("no restart of {id} is due"),
+                ));
             }
             if origin == Origin::Api {
                 rec.backoff = catalog::Backoff::default();
@@ -604,7 +634,7 @@ impl Node {
             Ok(rec.clone())
         })?;
         let outcome = self.execute_start(&rec, &key);
-        let failure = outcome.as_ref().err().map(|f| f.status);
+        let failure = outcome.as_ref().err().map(|f| f.kind);
         let at = now();
         let view = self.update(|cat| {
             let rec = get_mut(cat, id)?;
@@ -640,8 +670,9 @@ impl Node {
         match failure {
             None if view.state == State::Running => Ok(view),
             // It exited in the moment between its answer and this update.
-            None => Err(Error::api(500, view.message.clone())),
-            Some(status) => Err(Error::api(status, view.message.clone())),
+            None => Err(failed(view)),
+            Some(StartRefusal::PortInUse) => Err(Error::refused(Refusal::Conflict, view.message)),
+            Some(StartRefusal::Failed) => Err(failed(view)),
         }
     }
 
@@ -682,7 +713,7 @@ impl Node {
         if let Some(port) = rec.port {
             if !net::port_free(port) {
                 return Err(StartFailure {
-                    status: 409,
+                    kind: StartRefusal::PortInUse,
                     message: format!("port {port} is already in use"),
                 });
             }
@@ -897,8 +928,8 @@ impl Node {
         let rec = self.update(|cat| {
             let rec = get_mut(cat, id)?;
             if matches!(rec.state, State::Registered | State::Stopped) {
-                return Err(Error::api(
-                    409,
+                return Err(Error::refused(
+                    Refusal::Conflict,
                     format!("cannot stop {id}: it is {}", rec.state.as_str()),
                 ));
             }
@@ -944,7 +975,10 @@ impl Node {
         })?;
         match failure {
             None => Ok(view),
-            Some(message) => Err(Error::api(500, message)),
+            Some(message) => Err(Error::Refused(Refusal::Failed {
+                message,
+                instance: Some(Box::new(view)),
+            })),
         }
     }
 
@@ -979,8 +1013,8 @@ impl Node {
         let rec = self.peek(|cat| -> Result<Record> {
             let rec = get(cat, id)?;
             if matches!(rec.state, State::Starting | State::Running) {
-                return Err(Error::api(
-                    409,
+                return Err(Error::refused(
+                    Refusal::Conflict,
                     format!(
                         "cannot deregister {id}: it is {}; stop it first",
                         rec.state.as_str()
@@ -995,17 +1029,14 @@ impl Node {
         }
         let dir = self.paths.instance(id);
         if dir.parent() != Some(self.paths.instances().as_path()) {
-            return Err(Error::api(
-                500,
-                format!("refusing to remove {}", dir.display()),
-            ));
+            return Err(Error::invalid(format!(
+                "refusing to remove {}",
+                dir.display()
+            )));
         }
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::api(
-                    500,
-                    Error::io("remove instance directory", &dir, e).to_string(),
-                ))
+                return Err(Error::io("remove instance directory", &dir, e))
             }
             _ => {}
         }
@@ -1034,9 +1065,9 @@ impl Node {
     ///
     /// 404 unknown instance, 403 stale or spent key, 400 bad code.
     pub(crate) fn exit_report(&self, id: &InstanceId, key: &str, code: &str) -> Result<State> {
-        let code: i32 = code
-            .parse()
-            .map_err(|_| Error::api(400, format!("invalid exit code {code:?}")))?;
+        let code: i32 = code.parse().map_err(|_| {
+            Error::refused(Refusal::BadRequest, format!("invalid exit code {code:?}"))
+        })?;
         let at = now();
         let (state, restart) = self.update(|cat| {
             let rec = get_mut(cat, id)?;
@@ -1045,8 +1076,8 @@ impl Node {
                 .as_deref()
                 .is_some_and(|k| secret_eq(k.as_bytes(), key.as_bytes()));
             if !current {
-                return Err(Error::api(
-                    403,
+                return Err(Error::refused(
+                    Refusal::Forbidden,
                     format!("exit key for {id} is stale or spent"),
                 ));
             }
@@ -1307,9 +1338,7 @@ impl Node {
                     match node.start(&id, Origin::Restart) {
                         // Stopped, started or removed meanwhile.
                         Ok(_)
-                        | Err(Error::Api {
-                            status: 404 | 409, ..
-                        }) => {}
+                        | Err(Error::Refused(Refusal::NotFound(_) | Refusal::Conflict(_))) => {}
                         Err(e) => cli::warn(PROG, format!("restart of {id} failed: {e}")),
                     }
                     lock(&node.restarting).remove(&id);
@@ -1418,16 +1447,20 @@ enum SourceKind {
 }
 
 fn source_kind(source: &Path) -> Result<SourceKind> {
-    let meta = fs::metadata(source)
-        .map_err(|e| Error::api(422, format!("source {}: {e}", source.display())))?;
+    let meta = fs::metadata(source).map_err(|e| {
+        Error::refused(
+            Refusal::Unprocessable,
+            format!("source {}: {e}", source.display()),
+        )
+    })?;
     let name = source.to_string_lossy();
     if meta.is_dir() {
         Ok(SourceKind::Dir)
     } else if meta.is_file() && (name.ends_with(".tar.gz") || name.ends_with(".tgz")) {
         Ok(SourceKind::TarGz)
     } else {
-        Err(Error::api(
-            422,
+        Err(Error::refused(
+            Refusal::Unprocessable,
             format!(
                 "source {} is neither a directory nor a .tar.gz file",
                 source.display()
@@ -1472,8 +1505,16 @@ fn base_environment() -> Environment {
 
 /// The address a local client uses to reach a heart listening on `addr`:
 /// a wildcard address becomes the loopback address of its family.
+/// A start that failed, with the instance as it is now.
+fn failed(view: InstanceView) -> Error {
+    Error::Refused(Refusal::Failed {
+        message: view.message.clone(),
+        instance: Some(Box::new(view)),
+    })
+}
+
 fn not_found(id: &InstanceId) -> Error {
-    Error::api(404, format!("no instance {id}"))
+    Error::refused(Refusal::NotFound, format!("no instance {id}"))
 }
 
 fn get<'a>(cat: &'a Catalog, id: &InstanceId) -> Result<&'a Record> {
