@@ -762,8 +762,12 @@ fn bad_control_files_are_refused_with_one_line() {
     let mut control = inst.control.clone();
     control["instance_id"] = json!("../etc");
     let bad_id = dir.write("bad-id.json", control.to_string());
-    refuses(&[bad_id.as_os_str()], 3, "instance_id");
-    refuses(&["--detach".as_ref(), bad_id.as_os_str()], 3, "instance_id");
+    refuses(&[bad_id.as_os_str()], 3, "invalid instance id \"../etc\"");
+    refuses(
+        &["--detach".as_ref(), bad_id.as_os_str()],
+        3,
+        "invalid instance id \"../etc\"",
+    );
     refuses(&["--bogus".as_ref()], 1, "--bogus");
     assert!(!dir.join("log").exists(), "nothing may run");
 }

@@ -71,22 +71,29 @@ fn status_of(refusal: &Refusal) -> u16 {
     }
 }
 
-fn error_reply(err: &Error) -> Reply {
-    let (status, message) = match err {
+/// The status and message of an error answer.
+fn status_and_message(err: &Error) -> (u16, String) {
+    match err {
         Error::Api { status, message } => (*status, message.clone()),
-        Error::Refused(refusal) => {
-            let status = status_of(refusal);
-            if let Refusal::Failed {
-                message,
-                instance: Some(instance),
-            } = refusal
-            {
-                return json_reply(status, &json!({"error": message, "instance": instance}));
-            }
-            (status, refusal.to_string())
-        }
+        Error::Refused(refusal) => (status_of(refusal), refusal.to_string()),
         other => (500, other.to_string()),
-    };
+    }
+}
+
+fn error_reply(err: &Error) -> Reply {
+    if let Error::Refused(
+        refusal @ Refusal::Failed {
+            message,
+            instance: Some(instance),
+        },
+    ) = err
+    {
+        return json_reply(
+            status_of(refusal),
+            &json!({"error": message, "instance": instance}),
+        );
+    }
+    let (status, message) = status_and_message(err);
     let body = serde_json::to_vec(&protocol::ApiError { error: message })
         .unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
     Reply::Json(status, body)
@@ -218,10 +225,7 @@ fn refuse_oversized(request: Request, error: &Error) {
     } else {
         // The status line and headers go out with the upgrade; the body
         // (whose length the client cannot know) follows on the raw stream.
-        let (status, message) = match error {
-            Error::Api { status, message } => (*status, message.clone()),
-            other => (500, other.to_string()),
-        };
+        let (status, message) = status_and_message(error);
         let body = serde_json::to_vec(&protocol::ApiError { error: message }).unwrap_or_default();
         let head = Response::empty(status);
         let mut stream = request.upgrade("close", head);
