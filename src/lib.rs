@@ -21,7 +21,10 @@ pub(crate) mod cli;
 pub(crate) mod error;
 pub(crate) mod exit;
 pub(crate) mod fsutil;
+pub(crate) mod lockfile;
+pub(crate) mod metrics;
 pub(crate) mod net;
+pub(crate) mod notify;
 #[allow(unsafe_code)]
 pub(crate) mod process;
 pub(crate) mod secret;
