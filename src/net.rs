@@ -61,6 +61,76 @@ pub(crate) fn port_answers(port: u16) -> bool {
     port_answers_within(port, PROBE_TIMEOUT)
 }
 
+/// Asks `GET path` of `127.0.0.1:port` (HTTP/1.0, `Connection: close`)
+/// and returns the status code of the answer, all within `timeout`.
+///
+/// # Errors
+///
+/// Why there was no status, for an operator: "GET /healthz timed out after
+/// 2 s", "connection refused", "no HTTP answer".
+pub(crate) fn http_status(port: u16, path: &str, timeout: Duration) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+    let started = Instant::now();
+    let timed_out = || format!("GET {path} timed out after {} s", timeout.as_secs_f64());
+    let left = || {
+        timeout
+            .checked_sub(started.elapsed())
+            .filter(|d| !d.is_zero())
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => timed_out(),
+        _ => format!("GET {path}: {e}"),
+    })?;
+    if stream.local_addr().ok() == stream.peer_addr().ok() {
+        reset(&stream);
+        return Err(format!("GET {path}: nothing listens on port {port}"));
+    }
+    let _ = stream.set_nodelay(true);
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream
+        .set_write_timeout(Some(left().ok_or_else(timed_out)?))
+        .and_then(|()| stream.write_all(request.as_bytes()))
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => timed_out(),
+            _ => format!("GET {path}: {e}"),
+        })?;
+    let mut head = [0u8; 12];
+    let mut got = 0;
+    while got < head.len() {
+        stream
+            .set_read_timeout(Some(left().ok_or_else(timed_out)?))
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        match stream.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return Err(timed_out())
+            }
+            Err(e) => return Err(format!("GET {path}: {e}")),
+        }
+    }
+    parse_status(&head[..got]).ok_or_else(|| format!("GET {path}: no HTTP answer"))
+}
+
+/// The status code of an `HTTP/1.x NNN` status line.
+pub(crate) fn parse_status(head: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(head).ok()?;
+    let rest = text.strip_prefix("HTTP/1.")?;
+    let code = rest.get(2..5)?;
+    (rest.as_bytes().get(1) == Some(&b' '))
+        .then(|| code.parse().ok())
+        .flatten()
+}
+
 /// Makes the close of `stream` a reset (`SO_LINGER` 0): no FIN, no
 /// TIME_WAIT.
 fn reset(stream: &TcpStream) {
@@ -136,6 +206,39 @@ mod tests {
         drop(stream);
         // Reset, not closed: the port is bindable at once.
         assert!(port_free(port));
+    }
+
+    #[test]
+    fn http_status_reads_the_answer_and_names_a_timeout() {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"GET /healthz HTTP/1.0\r\n"));
+            s.write_all(b"HTTP/1.1 503 Busy\r\n\r\n").unwrap();
+            // Accepted, never answered.
+            let (_silent, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        assert_eq!(
+            http_status(port, "/healthz", Duration::from_secs(2)),
+            Ok(503)
+        );
+        let err = http_status(port, "/healthz", Duration::from_millis(100)).unwrap_err();
+        assert_eq!(err, "GET /healthz timed out after 0.1 s");
+        server.join().unwrap();
+        assert!(http_status(port, "/", Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn status_lines_are_read() {
+        assert_eq!(parse_status(b"HTTP/1.1 200 OK"), Some(200));
+        assert_eq!(parse_status(b"HTTP/1.0 403"), Some(403));
+        assert_eq!(parse_status(b"HTTP/1.1 20"), None);
+        assert_eq!(parse_status(b"SSH-2.0-Open"), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`seconds`]: [`Seconds`], the one parser and bound of every timeout;
 //! - [`control`]: the supervisor's control file and exit report path;
 //! - [`exited`]: the `.exited` file, with its one writer and one reader;
+//! - [`health`]: an instance's health check;
 //! - [`api`]: the heart's HTTP API bodies;
 //! - [`plugin`]: the external runtime plugin protocol;
 //! - [`pacemaker`]: the reports to the optional controller.
@@ -21,6 +22,7 @@ use serde_json::{Map, Value};
 pub mod api;
 pub mod control;
 pub mod exited;
+pub mod health;
 pub mod id;
 pub mod pacemaker;
 pub mod plugin;
@@ -33,6 +35,7 @@ pub use api::{
 pub use control::{
     exit_report_path, Command, ControlFile, DEFAULT_REPORT_DEADLINE, DEFAULT_STOP_TIMEOUT,
 };
+pub use health::{CheckKind, HealthCheck};
 pub use id::{InstanceId, InvalidId, INSTANCE_ID_MAX};
 pub use pacemaker::NodeReport;
 pub use plugin::{
