@@ -235,7 +235,7 @@ fn refuse_oversized(request: Request, rejection: &Rejection) {
                 let _ = request.respond(response_of(reply));
             });
         if let Err(e) = spawned {
-            crate::cli::warn("pm-heart", format!("unable to start a drain thread: {e}"));
+            crate::cli::warn(super::PROG, format!("unable to start a drain thread: {e}"));
         }
     } else {
         // The status line and headers go out with the upgrade; the body

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use ureq::typestate::WithoutBody;
+
 use super::args::Args;
 use super::render::first_line;
 use super::{Failed, Outcome};
@@ -79,32 +81,32 @@ impl Heart {
         })
     }
 
+    /// The URL of `path` on this heart.
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     /// `GET path`.
     pub(super) fn get(&self, path: &str) -> Outcome<String> {
-        let url = format!("{}{path}", self.base);
-        self.answer(
-            self.agent
-                .get(&url)
-                .header("Authorization", &self.bearer)
-                .call(),
-        )
+        self.call(self.agent.get(self.url(path)))
     }
 
     /// `DELETE path`.
     pub(super) fn delete(&self, path: &str) -> Outcome<String> {
-        let url = format!("{}{path}", self.base);
-        self.answer(
-            self.agent
-                .delete(&url)
-                .header("Authorization", &self.bearer)
-                .call(),
-        )
+        self.call(self.agent.delete(self.url(path)))
+    }
+
+    /// Sends a request without a body, with the token.
+    fn call(&self, request: ureq::RequestBuilder<WithoutBody>) -> Outcome<String> {
+        self.answer(request.header("Authorization", &self.bearer).call())
     }
 
     /// `POST path`, with a JSON `body` or none.
     pub(super) fn post(&self, path: &str, body: Option<&[u8]>) -> Outcome<String> {
-        let url = format!("{}{path}", self.base);
-        let request = self.agent.post(&url).header("Authorization", &self.bearer);
+        let request = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", &self.bearer);
         self.answer(match body {
             Some(body) => request.content_type("application/json").send(body),
             None => request.send_empty(),

@@ -37,9 +37,8 @@ use self::render::{
 use crate::cli;
 use crate::error::Error;
 use crate::exit::Tool;
+use crate::heart::PROG;
 use crate::protocol::{InstanceId, InstanceList, InstanceView, Manifest, RegisterRequest, State};
-
-const PROG: &str = "pm-heart";
 
 /// Why a client command failed; its exit status follows from the kind
 /// alone ([`Failed::exit_code`]).
@@ -175,23 +174,11 @@ fn execute(args: &Args, command: Command) -> Outcome<()> {
         Command::Start(id) => start(&heart, &id, args.json),
         Command::Stop(id) => {
             let text = heart.post(&format!("/instances/{id}/stop"), None)?;
-            if args.json {
-                return print_json(&text);
-            }
-            print(&format!(
-                "{id}: {}\n",
-                answered_state(&text, State::Stopped)
-            ))
+            print_state(&id, &text, State::Stopped, args.json)
         }
         Command::Deregister(id) => {
             let text = heart.delete(&format!("/instances/{id}"))?;
-            if args.json {
-                return print_json(&text);
-            }
-            print(&format!(
-                "{id}: {}\n",
-                answered_state(&text, State::Deregistered)
-            ))
+            print_state(&id, &text, State::Deregistered, args.json)
         }
         Command::Log(id) => {
             let path = match args.tail {
@@ -211,9 +198,18 @@ fn execute(args: &Args, command: Command) -> Outcome<()> {
     }
 }
 
+/// Prints the answer to a stop or deregister: `ID: STATE` (`expected`
+/// when the answer names no state), or the answer itself with `--json`.
+fn print_state(id: &InstanceId, text: &str, expected: State, json: bool) -> Outcome<()> {
+    if json {
+        return print_json(text);
+    }
+    print(&format!("{id}: {}\n", answered_state(text, expected)))
+}
+
 /// Starts `id` and prints where it ended; a start that ends in ERROR is
 /// a failure with the instance's message.
-fn start(heart: &Heart, id: &str, json: bool) -> Outcome<()> {
+fn start(heart: &Heart, id: &InstanceId, json: bool) -> Outcome<()> {
     let text = match heart.post(&format!("/instances/{id}/start"), None) {
         Ok(text) => text,
         Err(failed) => return Err(start_refused(heart, id, json, failed)),
@@ -237,7 +233,7 @@ fn start(heart: &Heart, id: &str, json: bool) -> Outcome<()> {
 /// to its `{"error": ...}`: its state is printed like a successful
 /// answer's, and the error names what failed. Other refusals (unknown
 /// instance, wrong state) are passed on as they are.
-fn start_refused(heart: &Heart, id: &str, json: bool, failed: Failed) -> Failed {
+fn start_refused(heart: &Heart, id: &InstanceId, json: bool, failed: Failed) -> Failed {
     let Failed::Refused {
         status,
         message,

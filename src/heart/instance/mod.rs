@@ -62,14 +62,12 @@ use super::pacemaker::Reporter;
 use crate::cli;
 use crate::error::{Error, Refusal, Result};
 use crate::fsutil;
+use crate::heart::PROG;
 use crate::net;
 use crate::process::Identity;
 use crate::protocol::{InstanceId, InstanceView, NodeReport, PluginInstance, State};
 use crate::runtime::{self, Context, Registry};
 use crate::supervise::{self, Terminated};
-
-/// Program name in diagnostics.
-const PROG: &str = "pm-heart";
 
 /// The most of a log answered or quoted, from its end.
 const LOG_MAX: u64 = 1 << 20;
