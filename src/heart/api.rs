@@ -432,6 +432,31 @@ mod tests {
     }
 
     #[test]
+    fn exit_codes_are_parsed_here() {
+        assert_eq!(exit_code_param("3").unwrap(), 3);
+        let err = exit_code_param("abc").unwrap_err();
+        assert!(
+            matches!(err, Error::Refused(Refusal::BadRequest(_))),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_rejection_has_its_status() {
+        let statuses = [
+            (Rejection::Unauthorised, 401),
+            (Rejection::MethodNotAllowed(Method::Put), 405),
+            (Error::refused(Refusal::NotFound, "x").into(), 404),
+            (Error::refused(Refusal::Conflict, "x").into(), 409),
+            (Error::refused(Refusal::Unprocessable, "x").into(), 422),
+            (Error::Http("x".into()).into(), 500),
+        ];
+        for (rejection, status) in statuses {
+            assert_eq!(status_and_message(&rejection).0, status, "{rejection:?}");
+        }
+    }
+
+    #[test]
     fn ids_in_paths_are_checked() {
         assert!(parse_id("web-1").is_ok());
         assert!(parse_id("..").is_err());
