@@ -825,6 +825,7 @@ impl Node {
             environment: launch.environment.clone(),
             exit_key: key.to_string(),
             port: Some(self.heart_port),
+            address_file: Some(self.paths.address()),
             report_url: self.report_url.clone(),
             log_file: log_path.to_path_buf(),
             pidfile: self.paths.pidfile(id),
