@@ -1097,6 +1097,7 @@ fn launch_apache(
             layout.conf.to_string_lossy().into_owned(),
         ]),
         shell: false,
+        address_file: None,
         cwd: layout.dir.clone(),
         environment: Environment::new(),
         exit_key: random_key()?,
