@@ -55,10 +55,18 @@ fn write_synced(tmp: &Path, data: &[u8], mode: u32) -> Result<()> {
 ///
 /// Opening or syncing the directory failed.
 pub(crate) fn sync_parent(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Syncs the directory `dir` itself: its entries survive a crash.
+///
+/// # Errors
+///
+/// Opening or syncing the directory failed.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("sync directory", dir, e))
