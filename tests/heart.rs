@@ -106,8 +106,14 @@ impl Env {
         }
     }
 
+    /// Every record of the store, as `{"instances": {ID: record}}`.
     fn catalog(&self) -> Value {
-        serde_json::from_slice(&fs::read(self.data().join("catalog.json")).unwrap()).unwrap()
+        let mut instances = serde_json::Map::new();
+        for (name, bytes) in store_files(&self.data()) {
+            let id = name.strip_suffix(".json").unwrap().to_string();
+            instances.insert(id, serde_json::from_slice(&bytes).unwrap());
+        }
+        json!({ "instances": instances })
     }
 
     /// Writes a source directory with one file and the test web server,
@@ -122,14 +128,10 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let mut pids: HashSet<i32> = supervisor_pids(&self.data()).into_iter().collect();
-        if let Ok(bytes) = fs::read(self.data().join("catalog.json")) {
-            if let Ok(cat) = serde_json::from_slice::<Value>(&bytes) {
-                if let Some(map) = cat["instances"].as_object() {
-                    for rec in map.values() {
-                        if let Some(pid) = rec["supervisor"]["pid"].as_i64() {
-                            pids.insert(pid as i32);
-                        }
-                    }
+        for (_, bytes) in store_files(&self.data()) {
+            if let Ok(rec) = serde_json::from_slice::<Value>(&bytes) {
+                if let Some(pid) = rec["supervisor"]["pid"].as_i64() {
+                    pids.insert(pid as i32);
                 }
             }
         }
@@ -612,10 +614,9 @@ fn a_killed_heart_finds_its_instances_again() {
         .parse()
         .unwrap();
     let (decoyed_sup, decoyed_app, _) = before["decoyed"];
-    let mut catalog = env.catalog();
-    catalog["instances"]["decoyed"]["supervisor"] =
-        json!({"pid": decoy.pid(), "start_time": start_time});
-    fs::write(env.data().join("catalog.json"), catalog.to_string()).unwrap();
+    let mut record = env.catalog()["instances"]["decoyed"].clone();
+    record["supervisor"] = json!({"pid": decoy.pid(), "start_time": start_time});
+    fs::write(env.data().join("store/decoyed.json"), record.to_string()).unwrap();
     kill(Pid::from_raw(decoyed_sup), Signal::SIGKILL).unwrap();
     wait_until(LONG, "decoyed's application to die", || !alive(decoyed_app));
     // ... and its supervisor left an exit file nobody can read.
@@ -691,7 +692,7 @@ fn taken_ports_and_an_exhausted_range() {
     drop(squatter);
 
     assert_eq!(heart.register(web_instance("y", &app)).status, 201);
-    let before = fs::read(env.data().join("catalog.json")).unwrap();
+    let before = store_files(&env.data());
     let answer = heart.register(web_instance("z", &app));
     assert_eq!(answer.status, 409, "{answer:?}");
     assert!(answer.json()["error"]
@@ -699,7 +700,7 @@ fn taken_ports_and_an_exhausted_range() {
         .unwrap()
         .contains("no free port"));
     assert!(!env.data().join("instances/z").exists());
-    assert_eq!(fs::read(env.data().join("catalog.json")).unwrap(), before);
+    assert_eq!(store_files(&env.data()), before);
 
     // A standalone instance needs no port.
     let mut body = shell_instance("s", &app, json!({"launch_command": "sleep 1"}));
@@ -714,7 +715,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     let app = env.app();
     assert_eq!(heart.register(web_instance("ok1", &app)).status, 201);
     assert_eq!(heart.start("ok1").status, 200);
-    let catalog = fs::read(env.data().join("catalog.json")).unwrap();
+    let catalog = store_files(&env.data());
 
     let raw = |body: &[u8]| http(&heart.addr, "POST", "/instances", Some(&heart.token), body);
     let mut cases: Vec<(&str, Answer, u16)> = vec![
@@ -822,7 +823,7 @@ fn bad_input_is_refused_and_changes_nothing() {
             "{what}: error body {answer:?}"
         );
     }
-    assert_eq!(fs::read(env.data().join("catalog.json")).unwrap(), catalog);
+    assert_eq!(store_files(&env.data()), catalog);
     assert!(!env.data().join("instances/new1").exists());
     assert_eq!(heart.state("ok1"), "RUNNING");
     assert_eq!(http(&heart.addr, "GET", "/health", None, b"").status, 200);
@@ -951,6 +952,39 @@ fn twenty_concurrent_starts() {
         .collect();
     assert_eq!(after, ports);
     assert_eq!(env.catalog()["instances"].as_object().unwrap().len(), 20);
+}
+
+/// The files of the store, by name, in name order.
+fn store_files(data: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(data.join("store"))
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let e = e.ok()?;
+                Some((e.file_name().into_string().ok()?, fs::read(e.path()).ok()?))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_record_that_is_not_json_stops_the_heart_naming_it() {
+    let env = Env::new("badrecord");
+    fs::create_dir_all(env.data().join("store")).unwrap();
+    let record = env.data().join("store/web-1.json");
+    fs::write(&record, "{\"instance_id\": ").unwrap();
+    let out = Command::new(HEART)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(env.data())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&record.display().to_string()), "{stderr}");
 }
 
 #[test]

@@ -32,7 +32,7 @@ use tiny_http::{Header, Method, Request, Response};
 
 use super::instance::{Node, Origin};
 use crate::error::{Error, Refusal};
-use crate::protocol::{self, InstanceId, InstanceList};
+use crate::protocol::{self, InstanceId, InstanceList, State};
 use crate::secret::secret_eq;
 
 /// The largest request body accepted.
@@ -318,10 +318,35 @@ fn tail_param(query: &str) -> Result<Option<usize>, Error> {
     Ok(None)
 }
 
-/// The exit code in the path of an exit report.
+/// The exit code in the path of an exit report: 0 to 255, as a
+/// supervisor reports it (the key is kept for a report refused here).
 fn exit_code_param(code: &str) -> Result<i32, Error> {
     code.parse()
-        .map_err(|_| Error::refused(Refusal::BadRequest, format!("invalid exit code {code:?}")))
+        .ok()
+        .filter(|c| (0..=255).contains(c))
+        .ok_or_else(|| {
+            Error::refused(
+                Refusal::BadRequest,
+                format!("invalid exit code {code:?}: expected 0 to 255"),
+            )
+        })
+}
+
+/// The `state=STATE` filter of `GET /instances`.
+fn state_param(query: &str) -> Result<Option<State>, Error> {
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("state=") {
+            return serde_json::from_value(serde_json::Value::String(value.to_ascii_uppercase()))
+                .map(Some)
+                .map_err(|_| {
+                    Error::refused(
+                        Refusal::BadRequest,
+                        format!("invalid state {value:?}: expected one of REGISTERED, STARTING, RUNNING, SUSPENDED, STOPPED, ERROR"),
+                    )
+                });
+        }
+    }
+    Ok(None)
 }
 
 /// Routes a request; `body` is its body when already read.
@@ -355,7 +380,7 @@ fn dispatch(
         (Get, ["instances"]) => Ok(json_reply(
             200,
             &InstanceList {
-                instances: node.list(),
+                instances: node.list(state_param(query)?),
             },
         )),
         (Post, ["instances"]) => {

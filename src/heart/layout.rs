@@ -3,7 +3,10 @@
 //!
 //! ```text
 //! DATA_DIR/                   0755
-//!   catalog.json              0600  the instances (catalog)
+//!   store/ID.json             0600  each instance's record (`store`)
+//!   catalog.json.migrated     0600  the catalog of an earlier version, once
+//!                                   migrated into store/
+//!   lock                      0600  locked by the heart that runs here; its pid
 //!   token                     0600  the API token
 //!   address                   0644  the IP:PORT a client uses
 //!   instances/ID/             0755  each instance's copy of its source
@@ -70,7 +73,18 @@ impl Layout {
         &self.root
     }
 
-    /// `catalog.json`.
+    /// `lock`: held (`flock`) by the heart that serves this directory.
+    pub(crate) fn lock(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// `store/`: one record file per instance.
+    pub(crate) fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+
+    /// `catalog.json`: the whole catalog of an earlier version, migrated
+    /// into `store/` on first start.
     pub(crate) fn catalog(&self) -> PathBuf {
         self.root.join("catalog.json")
     }

@@ -44,14 +44,15 @@
 //! in use).
 
 pub(crate) mod api;
-pub(crate) mod catalog;
 pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod instance;
 pub(crate) mod layout;
 pub(crate) mod pacemaker;
 pub(crate) mod ports;
+pub(crate) mod record;
 pub(crate) mod server;
+pub(crate) mod store;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

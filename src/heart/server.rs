@@ -1,10 +1,16 @@
-//! `pm-heart serve`: set up the data directory, load the catalog,
-//! reconcile, listen, run the worker pool and the checker until SIGTERM or
-//! SIGINT, then shut down in order (the threads are listed in the header
-//! of `heart/mod.rs`).
+//! `pm-heart serve`: lock the data directory, load the store, reconcile,
+//! listen, run the worker pool and the checker until SIGTERM or SIGINT,
+//! then shut down in order (the threads are listed in the header of
+//! `heart/mod.rs`).
+//!
+//! One heart per data directory: `DATA_DIR/lock` is locked (`flock`) for
+//! the life of the process, so a second `pm-heart serve` on the same
+//! directory exits at once naming the lock file and the pid that holds it,
+//! and a heart killed with SIGKILL leaves no stale lock.
 //!
 //! Everything a client reads (`DATA_DIR/token`, `DATA_DIR/address`) is
-//! written before `listening on ADDR` is printed.
+//! written before the first request is answered and before `listening on
+//! ADDR` is printed (and `READY=1` sent to systemd under `Type=notify`).
 
 use std::io;
 use std::path::Path;
@@ -15,14 +21,16 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::api;
-use super::catalog::Catalog;
 use super::config::Config;
 use super::instance::{Node, Setup};
 use super::layout::Layout;
+use super::record;
 use super::PROG;
 use crate::cli;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::lockfile;
+use crate::notify;
 use crate::signal;
 
 /// HTTP worker threads: how many requests are handled at once. A start
@@ -74,8 +82,9 @@ pub(crate) fn serve(config: Config) -> Result<()> {
     let signals = signal::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP])?;
 
     let layout = Layout::create(&config.data_dir)?;
+    let _lock = lockfile::acquire_or_error(&layout.lock())?;
     let token = token(&layout.token())?;
-    let catalog = Catalog::load(&layout.catalog())?;
+    let (store, records) = record::load(&layout)?;
 
     let server = tiny_http::Server::http(config.listen)
         .map_err(|e| Error::Http(format!("unable to listen on {}: {e}", config.listen)))?;
@@ -89,14 +98,15 @@ pub(crate) fn serve(config: Config) -> Result<()> {
     let mut node = Node::new(Setup {
         config,
         layout: layout.clone(),
-        catalog,
+        store,
+        records,
         token,
         listen,
         address: address.clone(),
     });
     node.reconcile()?;
-    node.save()?;
     node.start_reporter();
+    fsutil::write_atomic(&layout.address(), format!("{address}\n").as_bytes(), 0o644)?;
     let node = Arc::new(node);
 
     let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(WORKERS);
@@ -124,8 +134,8 @@ pub(crate) fn serve(config: Config) -> Result<()> {
             .map_err(|e| Error::io("start thread", "checker", e))?
     };
 
-    fsutil::write_atomic(&layout.address(), format!("{address}\n").as_bytes(), 0o644)?;
     cli::print(&format!("listening on {listen}\n")).map_err(|e| Error::io("write", "stdout", e))?;
+    notify::notify("READY=1");
 
     loop {
         match signals.recv() {
@@ -138,6 +148,7 @@ pub(crate) fn serve(config: Config) -> Result<()> {
         }
     }
 
+    notify::notify("STOPPING=1");
     node.begin_shutdown();
     for _ in 0..workers.len() {
         server.unblock();

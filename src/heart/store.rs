@@ -51,17 +51,17 @@ pub(crate) struct Store {
 const SUFFIX: &str = ".json";
 
 impl Store {
-    /// Opens the store of `data_dir` and reads every record, migrating a
-    /// `catalog.json` of the previous version first.
+    /// Opens the store in `dir` and reads every record, migrating the
+    /// `legacy` catalog (`catalog.json`) of the previous version first.
     ///
     /// # Errors
     ///
     /// A record (or the catalog being migrated) cannot be read or parsed,
     /// or the store directory cannot be created or listed.
-    pub(crate) fn open<R: Keyed>(data_dir: &Path) -> Result<(Store, Vec<R>)> {
-        let dir = data_dir.join("store");
-        let staging = data_dir.join("store.new");
-        let catalog = data_dir.join("catalog.json");
+    pub(crate) fn open<R: Keyed>(dir: &Path, legacy: &Path) -> Result<(Store, Vec<R>)> {
+        let dir = dir.to_path_buf();
+        let staging = fsutil::temp_path(&dir);
+        let catalog = legacy;
         if !dir.is_dir() {
             if staging.exists() {
                 fs::remove_dir_all(&staging)
@@ -69,7 +69,7 @@ impl Store {
             }
             fsutil::create_dir_all(&staging, 0o700)?;
             if catalog.exists() {
-                for record in read_catalog::<R>(&catalog)? {
+                for record in read_catalog::<R>(catalog)? {
                     write_record(&staging, &record)?;
                 }
             }
@@ -78,8 +78,10 @@ impl Store {
             fsutil::sync_parent(&dir)?;
         }
         if catalog.exists() {
-            let aside = data_dir.join("catalog.json.migrated");
-            fs::rename(&catalog, &aside).map_err(|e| Error::io("rename", &catalog, e))?;
+            let mut aside = catalog.as_os_str().to_os_string();
+            aside.push(".migrated");
+            let aside = PathBuf::from(aside);
+            fs::rename(catalog, &aside).map_err(|e| Error::io("rename", catalog, e))?;
             fsutil::sync_parent(&aside)?;
         }
         let store = Store { dir };
@@ -211,6 +213,10 @@ mod tests {
         }
     }
 
+    fn open(data: &Path) -> Result<(Store, Vec<Rec>)> {
+        Store::open(&data.join("store"), &data.join("catalog.json"))
+    }
+
     fn rec(id: &str, n: u32) -> Rec {
         Rec {
             instance_id: id.parse().unwrap(),
@@ -238,14 +244,14 @@ mod tests {
     #[test]
     fn records_survive_a_reopen_and_removals_too() {
         let data = Scratch::new("reopen");
-        let (store, records) = Store::open::<Rec>(&data.0).unwrap();
+        let (store, records) = open(&data.0).unwrap();
         assert!(records.is_empty());
         store.put(&rec("b", 1)).unwrap();
         store.put(&rec("a", 2)).unwrap();
         store.put(&rec("b", 3)).unwrap();
         store.remove(&"a".parse().unwrap()).unwrap();
         store.remove(&"never".parse().unwrap()).unwrap();
-        let (_, records) = Store::open::<Rec>(&data.0).unwrap();
+        let (_, records) = open(&data.0).unwrap();
         assert_eq!(records, vec![rec("b", 3)]);
         let mode = fs::metadata(store.dir().join("b.json")).unwrap();
         assert_eq!(
@@ -257,23 +263,23 @@ mod tests {
     #[test]
     fn a_torn_write_is_discarded_and_a_bad_record_is_fatal_naming_it() {
         let data = Scratch::new("torn");
-        let (store, _) = Store::open::<Rec>(&data.0).unwrap();
+        let (store, _) = open(&data.0).unwrap();
         store.put(&rec("a", 1)).unwrap();
         fs::write(
             store.dir().join("a.json.new"),
             "{\"instance_id\": \"a\", \"n\"",
         )
         .unwrap();
-        let (_, records) = Store::open::<Rec>(&data.0).unwrap();
+        let (_, records) = open(&data.0).unwrap();
         assert_eq!(records, vec![rec("a", 1)]);
         assert!(!store.dir().join("a.json.new").exists());
 
         let bad = store.dir().join("c.json");
         fs::write(&bad, "not json").unwrap();
-        let err = Store::open::<Rec>(&data.0).unwrap_err().to_string();
+        let err = open(&data.0).unwrap_err().to_string();
         assert!(err.contains(&bad.display().to_string()), "{err}");
         fs::write(&bad, serde_json::to_vec(&rec("d", 1)).unwrap()).unwrap();
-        let err = Store::open::<Rec>(&data.0).unwrap_err().to_string();
+        let err = open(&data.0).unwrap_err().to_string();
         assert!(err.contains("holds instance d"), "{err}");
     }
 
@@ -288,7 +294,7 @@ mod tests {
         // A migration that crashed before its rename left this behind.
         fs::create_dir_all(data.0.join("store.new")).unwrap();
         fs::write(data.0.join("store.new/zzz.json"), "junk").unwrap();
-        let (store, records) = Store::open::<Rec>(&data.0).unwrap();
+        let (store, records) = open(&data.0).unwrap();
         assert_eq!(records, vec![rec("a", 1), rec("b", 2)]);
         assert!(!data.0.join("catalog.json").exists());
         assert!(data.0.join("catalog.json.migrated").exists());
@@ -297,7 +303,7 @@ mod tests {
         // after the rename of store.new) does not override them.
         store.put(&rec("a", 5)).unwrap();
         fs::write(data.0.join("catalog.json"), catalog.to_string()).unwrap();
-        let (_, records) = Store::open::<Rec>(&data.0).unwrap();
+        let (_, records) = open(&data.0).unwrap();
         assert_eq!(records, vec![rec("a", 5), rec("b", 2)]);
     }
 
@@ -306,7 +312,7 @@ mod tests {
         let data = Scratch::new("badcat");
         let catalog = data.0.join("catalog.json");
         fs::write(&catalog, "{").unwrap();
-        let err = Store::open::<Rec>(&data.0).unwrap_err().to_string();
+        let err = open(&data.0).unwrap_err().to_string();
         assert!(err.contains(&catalog.display().to_string()), "{err}");
         assert!(catalog.exists());
         assert!(!data.0.join("store").exists());

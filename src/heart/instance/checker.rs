@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use super::exits::apply_exit;
 use super::{lock, now, Node};
+use crate::cli;
 use crate::error::Result;
-use crate::heart::catalog::Record;
+use crate::heart::record::Record;
+use crate::heart::PROG;
 use crate::protocol::{InstanceId, State};
 
 impl Node {
@@ -64,20 +66,19 @@ impl Node {
             }
         }
         let at = now();
-        self.update(|cat| {
-            for (id, state, message) in outcome {
-                if let Some(rec) = cat.instances.get_mut(&id) {
-                    if matches!(rec.state, State::Starting | State::Running) {
-                        if state == State::Running && rec.state == State::Starting {
-                            rec.running_since = Some(at);
-                        }
-                        rec.state = state;
-                        rec.message = message;
+        for (id, state, message) in outcome {
+            self.update_any(&id, |rec| {
+                if matches!(rec.state, State::Starting | State::Running) {
+                    if state == State::Running && rec.state == State::Starting {
+                        rec.running_since = Some(at);
                     }
+                    rec.state = state;
+                    rec.message = message;
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// One pass of the periodic check: EXECUTE status of each `RUNNING`
@@ -115,16 +116,16 @@ impl Node {
                 "its supervisor is gone without a report".to_string()
             };
             let at = now();
-            let restart = self.update(|cat| {
-                let Some(r) = cat.instances.get_mut(id) else {
-                    return Ok(false);
-                };
+            let restart = self.update_any(id, |r| {
                 if r.state != State::Running || r.exit_key != rec.exit_key {
                     return Ok(false);
                 }
                 Ok(apply_exit(r, None, failure, at))
             });
-            if restart.unwrap_or(false) {
+            if let Err(e) = &restart {
+                cli::warn(PROG, e);
+            }
+            if restart.is_ok_and(|r| r == Some(true)) {
                 self.kick();
             }
         }
@@ -167,15 +168,12 @@ impl Node {
         }
     }
 
-    /// Copies of the records in one of `states`.
-    fn records_in(&self, states: &[State]) -> Vec<Record> {
-        self.peek(|cat| {
-            cat.instances
-                .values()
-                .filter(|r| states.contains(&r.state))
-                .cloned()
-                .collect()
-        })
+    /// The records in one of `states`.
+    fn records_in(&self, states: &[State]) -> Vec<Arc<Record>> {
+        self.snapshot()
+            .into_iter()
+            .filter(|r| states.contains(&r.state))
+            .collect()
     }
 
     /// The EXECUTE status of a managed instance, from its runtime.

@@ -10,10 +10,10 @@
 use std::fs;
 
 use super::restart;
-use super::{get_mut, now, Node, PROG};
+use super::{now, Node, PROG};
 use crate::cli;
 use crate::error::{Error, Refusal, Result};
-use crate::heart::catalog::Record;
+use crate::heart::record::Record;
 use crate::protocol::exited::{self, Recorded};
 use crate::protocol::{InstanceId, State};
 use crate::secret::secret_eq;
@@ -44,8 +44,7 @@ impl Node {
     /// `NotFound` unknown instance; `Forbidden` a stale or spent key.
     pub(crate) fn exit_report(&self, id: &InstanceId, key: &str, code: i32) -> Result<State> {
         let at = now();
-        let (state, restart) = self.update(|cat| {
-            let rec = get_mut(cat, id)?;
+        let (state, restart) = self.update(id, |rec| {
             let current = rec
                 .exit_key
                 .as_deref()
@@ -112,10 +111,7 @@ impl Node {
             return false;
         };
         let at = now();
-        let applied = self.update(|cat| {
-            let Some(rec) = cat.instances.get_mut(id) else {
-                return Ok(None);
-            };
+        let applied = self.update_any(id, |rec| {
             let stale = rec.exit_key.as_deref() != key;
             if stale
                 || !matches!(
@@ -123,9 +119,9 @@ impl Node {
                     State::Running | State::Suspended | State::Starting
                 )
             {
-                return Ok(Some(false));
+                return Ok(false);
             }
-            Ok(Some(apply_exit(rec, Some(code), exit_reason(code), at)))
+            Ok(apply_exit(rec, Some(code), exit_reason(code), at))
         });
         match applied {
             Ok(Some(restart)) => {

@@ -6,19 +6,20 @@
 //! start-up).
 //!
 //! Locking: every operation on one instance (register, start, stop,
-//! deregister) holds that instance's own lock for its whole length, so
-//! operations on one instance are serialised while other instances go on.
-//! The catalog lock is only ever held for a short, non-blocking mutation
-//! (never across a start's wait, a copy or a stop), and always after the
-//! instance lock, never before. Exit reports take no instance lock: they
-//! change the catalog under its lock, conditional on the exit key, and a
-//! start in progress sees the change on its next poll.
+//! deregister) holds that instance's own operation lock for its whole
+//! length, so operations on one instance are serialised while other
+//! instances go on. A change of a record ([`Node::update`]) holds that
+//! record's write lock while it writes the record's file, then the map
+//! lock only to swap the new record in: readers (`GET /instances`) take
+//! the map lock for as long as it takes to copy the list of shared
+//! records, never across a write. Exit reports take no operation lock:
+//! they change the record conditional on the exit key, and a start in
+//! progress sees the change on its next poll.
 //!
-//! Every change of the catalog is written to `catalog.json` before the
-//! request that made it is answered (one write may carry several changes:
-//! a writer that finds a newer catalog already on disk skips its own). A
-//! write that fails is reported on stderr and retried with the next change;
-//! only the write at start-up is fatal.
+//! Every change is durable in the record's file (`store`) before the
+//! request that made it is answered; a change whose write fails is not
+//! made in memory either, and the request fails with the file and the
+//! reason.
 //!
 //! State machine (SPEC §4):
 //!
@@ -55,10 +56,11 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::catalog::{Catalog, Record};
 use super::config::Config;
 use super::layout::Layout;
 use super::pacemaker::Reporter;
+use super::record::Record;
+use super::store::Store;
 use crate::cli;
 use crate::error::{Error, Refusal, Result};
 use crate::fsutil;
@@ -89,11 +91,8 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The state the catalog lock protects.
-struct Store {
-    catalog: Catalog,
-    generation: u64,
-}
+/// The records in memory: shared, so that a reader copies pointers.
+type Records = BTreeMap<InstanceId, Arc<Record>>;
 
 /// The heart's instances and the means to act on them.
 pub(crate) struct Node {
@@ -107,9 +106,10 @@ pub(crate) struct Node {
     address: String,
     node_name: String,
     runtimes: BTreeMap<String, Vec<String>>,
-    store: Mutex<Store>,
-    written: Mutex<u64>,
+    store: Store,
+    records: Mutex<Records>,
     locks: Mutex<HashMap<InstanceId, Arc<Mutex<()>>>>,
+    writers: Mutex<HashMap<InstanceId, Arc<Mutex<()>>>>,
     kicked: Mutex<bool>,
     kick: Condvar,
     shutting_down: AtomicBool,
@@ -122,7 +122,8 @@ pub(crate) struct Node {
 pub(crate) struct Setup {
     pub config: Config,
     pub layout: Layout,
-    pub catalog: Catalog,
+    pub store: Store,
+    pub records: BTreeMap<InstanceId, Record>,
     pub token: String,
     pub listen: SocketAddr,
     pub address: String,
@@ -143,7 +144,8 @@ impl Node {
         let Setup {
             config,
             layout,
-            catalog,
+            store,
+            records,
             token,
             listen,
             address,
@@ -176,12 +178,15 @@ impl Node {
             address,
             node_name,
             runtimes,
-            store: Mutex::new(Store {
-                catalog,
-                generation: 0,
-            }),
-            written: Mutex::new(0),
+            store,
+            records: Mutex::new(
+                records
+                    .into_iter()
+                    .map(|(id, r)| (id, Arc::new(r)))
+                    .collect(),
+            ),
             locks: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
             kicked: Mutex::new(false),
             kick: Condvar::new(),
             shutting_down: AtomicBool::new(false),
@@ -194,10 +199,7 @@ impl Node {
     /// Starts reporting to the controller, when one is configured.
     pub(crate) fn start_reporter(&mut self) {
         if let Some(url) = self.config.pacemaker.clone() {
-            let report = {
-                let store = lock(&self.store);
-                self.node_report(&store.catalog)
-            };
+            let report = self.node_report(&lock(&self.records));
             self.reporter = Some(Reporter::start(url, report));
         }
     }
@@ -207,13 +209,12 @@ impl Node {
         &self.token
     }
 
-    fn node_report(&self, catalog: &Catalog) -> NodeReport {
+    fn node_report(&self, records: &Records) -> NodeReport {
         NodeReport {
             node: self.node_name.clone(),
             address: self.address.clone(),
             runtimes: self.runtimes.clone(),
-            instances: catalog
-                .instances
+            instances: records
                 .iter()
                 .filter(|(_, r)| r.state != State::Allocated)
                 .map(|(id, r)| (id.to_string(), r.state))
@@ -221,56 +222,142 @@ impl Node {
         }
     }
 
-    /// Runs `f` on the catalog under its lock, then writes the catalog
-    /// durably. `f` must not change anything when it returns an error.
-    fn update<T>(&self, f: impl FnOnce(&mut Catalog) -> Result<T>) -> Result<T> {
-        let (out, generation, bytes) = {
-            let mut store = lock(&self.store);
-            let out = f(&mut store.catalog)?;
-            store.generation += 1;
-            let bytes = store.catalog.to_bytes()?;
-            if let Some(reporter) = &self.reporter {
-                reporter.update(self.node_report(&store.catalog));
-            }
-            (out, store.generation, bytes)
-        };
-        // The change is made; a catalog that cannot be written is reported
-        // and written again with the next change (the heart keeps serving
-        // rather than leave an operation half done in memory).
-        if let Err(e) = self.persist(generation, &bytes) {
-            cli::warn(PROG, &e);
-        }
-        Ok(out)
-    }
-
-    /// Runs `f` on the catalog under its lock without writing it (for
-    /// changes that are never persisted, such as `ALLOCATED`).
-    fn peek<T>(&self, f: impl FnOnce(&mut Catalog) -> T) -> T {
-        f(&mut lock(&self.store).catalog)
-    }
-
-    fn persist(&self, generation: u64, bytes: &[u8]) -> Result<()> {
-        let mut written = lock(&self.written);
-        if *written >= generation {
-            return Ok(());
-        }
-        Catalog::store(&self.layout.catalog(), bytes)?;
-        *written = generation;
-        Ok(())
-    }
-
-    /// Writes the catalog as it is now.
+    /// Changes the record of `id` with `f` and makes the change durable
+    /// before it is visible: `f` works on a copy, the copy is written to
+    /// the record's file (unless it is unchanged, or still `ALLOCATED`),
+    /// and only then swapped in. When `f` or the write fails, nothing
+    /// changed.
     ///
     /// # Errors
     ///
-    /// The catalog cannot be written.
-    pub(crate) fn save(&self) -> Result<()> {
-        let (generation, bytes) = {
-            let mut store = lock(&self.store);
-            store.generation += 1;
-            (store.generation, store.catalog.to_bytes()?)
+    /// `NotFound` when there is no such registered instance; what `f`
+    /// returns; the record's file cannot be written.
+    fn update<T>(&self, id: &InstanceId, f: impl FnOnce(&mut Record) -> Result<T>) -> Result<T> {
+        self.update_record(id, false, f)?
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Like [`Node::update`], but `Ok(None)` when there is no such record,
+    /// and a record still being registered (`ALLOCATED`) is changed too.
+    fn update_any<T>(
+        &self,
+        id: &InstanceId,
+        f: impl FnOnce(&mut Record) -> Result<T>,
+    ) -> Result<Option<T>> {
+        self.update_record(id, true, f)
+    }
+
+    fn update_record<T>(
+        &self,
+        id: &InstanceId,
+        allocated: bool,
+        f: impl FnOnce(&mut Record) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let writer = Arc::clone(
+            lock(&self.writers)
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(()))),
+        );
+        let _writing = lock(&writer);
+        let Some(old) = lock(&self.records).get(id).cloned() else {
+            return Ok(None);
         };
-        self.persist(generation, &bytes)
+        if old.state == State::Allocated && !allocated {
+            return Ok(None);
+        }
+        let mut new = Record::clone(&old);
+        let out = f(&mut new)?;
+        if new == *old {
+            return Ok(Some(out));
+        }
+        if new.state != State::Allocated {
+            self.store.put(&new)?;
+        }
+        let mut records = lock(&self.records);
+        records.insert(id.clone(), Arc::new(new));
+        if let Some(reporter) = &self.reporter {
+            reporter.update(self.node_report(&records));
+        }
+        Ok(Some(out))
+    }
+
+    /// Adds `record` in memory only, as `ALLOCATED` (a register in
+    /// progress, never written), with the port that `port` picks from the
+    /// ports the other instances hold.
+    ///
+    /// # Errors
+    ///
+    /// `Conflict` when the id is taken; what `port` returns.
+    fn allocate(
+        &self,
+        record: Record,
+        port: impl FnOnce(&HashSet<u16>) -> Result<Option<u16>>,
+    ) -> Result<()> {
+        let mut records = lock(&self.records);
+        let id = record.instance_id.clone();
+        if records.contains_key(&id) {
+            return Err(Error::refused(
+                Refusal::Conflict,
+                format!("instance {id} already exists"),
+            ));
+        }
+        let held: HashSet<u16> = records.values().filter_map(|r| r.port).collect();
+        let port = port(&held)?;
+        records.insert(
+            id,
+            Arc::new(Record {
+                state: State::Allocated,
+                port,
+                ..record
+            }),
+        );
+        Ok(())
+    }
+
+    /// Removes the record of `id`, durably first.
+    ///
+    /// # Errors
+    ///
+    /// Its file cannot be removed; the record stays.
+    fn remove(&self, id: &InstanceId) -> Result<()> {
+        self.store.remove(id)?;
+        let mut records = lock(&self.records);
+        records.remove(id);
+        if let Some(reporter) = &self.reporter {
+            reporter.update(self.node_report(&records));
+        }
+        Ok(())
+    }
+
+    /// Forgets a register that failed (its record was never written).
+    fn forget_allocated(&self, id: &InstanceId) {
+        let mut records = lock(&self.records);
+        if records.get(id).is_some_and(|r| r.state == State::Allocated) {
+            records.remove(id);
+        }
+    }
+
+    /// The registered records (not those still being registered), shared:
+    /// the map lock is held for the copy of the pointers only.
+    fn snapshot(&self) -> Vec<Arc<Record>> {
+        lock(&self.records)
+            .values()
+            .filter(|r| r.state != State::Allocated)
+            .cloned()
+            .collect()
+    }
+
+    /// The registered record of `id`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when there is none.
+    fn record(&self, id: &InstanceId) -> Result<Arc<Record>> {
+        lock(&self.records)
+            .get(id)
+            .filter(|r| r.state != State::Allocated)
+            .cloned()
+            .ok_or_else(|| not_found(id))
     }
 
     /// The lock that serialises operations on instance `id`.
@@ -281,15 +368,14 @@ impl Node {
             .clone()
     }
 
-    /// Every instance, sorted by id.
-    pub(crate) fn list(&self) -> Vec<InstanceView> {
-        self.peek(|cat| {
-            cat.instances
-                .values()
-                .filter(|r| r.state != State::Allocated)
-                .map(Record::view)
-                .collect()
-        })
+    /// Every instance in `state` (every instance when `None`), sorted by
+    /// id.
+    pub(crate) fn list(&self, state: Option<State>) -> Vec<InstanceView> {
+        self.snapshot()
+            .iter()
+            .filter(|r| state.map_or(true, |s| r.state == s))
+            .map(|r| r.view())
+            .collect()
     }
 
     /// One instance.
@@ -298,7 +384,7 @@ impl Node {
     ///
     /// `NotFound` when there is no such instance.
     pub(crate) fn show(&self, id: &InstanceId) -> Result<InstanceView> {
-        self.peek(|cat| get(cat, id).map(Record::view))
+        self.record(id).map(|r| r.view())
     }
 
     /// The runtimes of this node with their versions.
@@ -378,23 +464,22 @@ impl Node {
     /// `exclusive`), and sends the controller the shutdown report.
     pub(crate) fn shutdown(&self) {
         self.join_restarts();
-        let to_stop: Vec<InstanceId> = self.peek(|cat| {
-            cat.instances
-                .values()
-                .filter(|r| {
-                    (self.config.stop_on_exit || r.exclusive)
-                        && matches!(r.state, State::Starting | State::Running)
-                })
-                .map(|r| r.instance_id.clone())
-                .collect()
-        });
+        let to_stop: Vec<InstanceId> = self
+            .snapshot()
+            .iter()
+            .filter(|r| {
+                (self.config.stop_on_exit || r.exclusive)
+                    && matches!(r.state, State::Starting | State::Running)
+            })
+            .map(|r| r.instance_id.clone())
+            .collect();
         for id in to_stop {
             if let Err(e) = self.stop(&id) {
                 cli::warn(PROG, format!("unable to stop {id}: {e}"));
             }
         }
         if let Some(reporter) = &self.reporter {
-            let report = self.peek(|cat| self.node_report(cat));
+            let report = self.node_report(&lock(&self.records));
             reporter.shutdown(report, SHUTDOWN_REPORT_WAIT);
         }
     }
@@ -403,22 +488,6 @@ impl Node {
 /// The refusal for an id the catalog does not hold.
 fn not_found(id: &InstanceId) -> Error {
     Error::refused(Refusal::NotFound, format!("no instance {id}"))
-}
-
-/// Registered instance `id` (not one still being registered).
-fn get<'a>(cat: &'a Catalog, id: &InstanceId) -> Result<&'a Record> {
-    cat.instances
-        .get(id)
-        .filter(|r| r.state != State::Allocated)
-        .ok_or_else(|| not_found(id))
-}
-
-/// Registered instance `id`, to change.
-fn get_mut<'a>(cat: &'a mut Catalog, id: &InstanceId) -> Result<&'a mut Record> {
-    cat.instances
-        .get_mut(id)
-        .filter(|r| r.state != State::Allocated)
-        .ok_or_else(|| not_found(id))
 }
 
 /// A record for the unit tests of the operations.
@@ -450,6 +519,6 @@ fn test_record(restart: crate::protocol::Restart) -> Record {
         startup_timeout: None,
         stop_requested: false,
         running_since: Some(100.0),
-        backoff: super::catalog::Backoff::default(),
+        backoff: super::record::Backoff::default(),
     }
 }

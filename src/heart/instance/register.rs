@@ -7,7 +7,6 @@
 //! middle leaves no trace in the catalog (the stale copy is removed by the
 //! next register of that id).
 
-use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,8 +15,8 @@ use std::time::Duration;
 use super::{lock, Node};
 use crate::error::{Error, Refusal, Result};
 use crate::fsutil;
-use crate::heart::catalog::{self, Backoff, Record};
 use crate::heart::ports;
+use crate::heart::record::{self, Backoff, Record};
 use crate::process;
 use crate::protocol::{self, InstanceId, InstanceView, RegisterRequest, State};
 use crate::secret::random_hex;
@@ -88,7 +87,7 @@ impl Node {
                 )
             })?;
         let startup_timeout =
-            catalog::startup_timeout(&manifest.runtime.parameters).map_err(unprocessable)?;
+            record::startup_timeout(&manifest.runtime.parameters).map_err(unprocessable)?;
         let source = std::path::absolute(&req.source).map_err(|e| {
             Error::refused(
                 Refusal::Unprocessable,
@@ -100,68 +99,57 @@ impl Node {
         let op = self.op_lock(&id);
         let _guard = lock(&op);
         let range = self.config.ports;
-        self.peek(|cat| -> Result<()> {
-            if cat.instances.contains_key(&id) {
-                return Err(Error::refused(
-                    Refusal::Conflict,
-                    format!("instance {id} already exists"),
-                ));
-            }
-            let port = if manifest.standalone {
-                None
-            } else {
-                let held: HashSet<u16> = cat.instances.values().filter_map(|r| r.port).collect();
-                Some(ports::allocate(range, &held).ok_or_else(|| {
+        let standalone = manifest.standalone;
+        self.allocate(
+            Record {
+                instance_id: id.clone(),
+                state: State::Allocated,
+                port: None,
+                application: manifest.application.clone(),
+                version: manifest.version.clone(),
+                runtime: manifest.runtime.clone(),
+                standalone,
+                exclusive: manifest.exclusive,
+                startup: manifest.startup.clone(),
+                environment: manifest.environment.clone(),
+                restart: manifest.restart,
+                source: source.clone(),
+                message: "registering".into(),
+                exit_key: None,
+                supervisor: None,
+                managed: false,
+                stop_timeout: None,
+                startup_timeout: Some(startup_timeout),
+                stop_requested: false,
+                running_since: None,
+                backoff: Backoff::default(),
+            },
+            |held| {
+                if standalone {
+                    return Ok(None);
+                }
+                ports::allocate(range, held).map(Some).ok_or_else(|| {
                     Error::refused(
                         Refusal::Conflict,
                         format!("no free port left in the instance port range {range}"),
                     )
-                })?)
-            };
-            cat.instances.insert(
-                id.clone(),
-                Record {
-                    instance_id: id.clone(),
-                    state: State::Allocated,
-                    port,
-                    application: manifest.application.clone(),
-                    version: manifest.version.clone(),
-                    runtime: manifest.runtime.clone(),
-                    standalone: manifest.standalone,
-                    exclusive: manifest.exclusive,
-                    startup: manifest.startup.clone(),
-                    environment: manifest.environment.clone(),
-                    restart: manifest.restart,
-                    source: source.clone(),
-                    message: "registering".into(),
-                    exit_key: None,
-                    supervisor: None,
-                    managed: false,
-                    stop_timeout: None,
-                    startup_timeout: Some(startup_timeout),
-                    stop_requested: false,
-                    running_since: None,
-                    backoff: Backoff::default(),
-                },
-            );
-            Ok(())
-        })?;
+                })
+            },
+        )?;
 
         let dest = self.layout.instance(&id);
         let copied = copy_source(&source, kind, &dest);
         let result = copied.and_then(|()| {
-            self.update(|cat| {
-                let rec = cat.instances.get_mut(&id).ok_or_else(|| {
-                    Error::refused(Refusal::NotFound, format!("instance {id} vanished"))
-                })?;
+            self.update_any(&id, |rec| {
                 rec.state = State::Registered;
                 rec.message = "registered".into();
                 Ok(rec.view())
-            })
+            })?
+            .ok_or_else(|| Error::refused(Refusal::NotFound, format!("instance {id} vanished")))
         });
         if result.is_err() {
             let _ = fs::remove_dir_all(&dest);
-            self.peek(|cat| cat.instances.remove(&id));
+            self.forget_allocated(&id);
         }
         result
     }

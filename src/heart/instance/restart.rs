@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::{lock, now, Node, Origin, PROG};
 use crate::cli;
 use crate::error::{Error, Refusal};
-use crate::heart::catalog::Record;
+use crate::heart::record::Record;
 use crate::protocol::{Restart, State};
 
 /// Longest restart backoff, in seconds.
@@ -68,20 +68,18 @@ impl Node {
         let at = now();
         let mut due = Vec::new();
         let mut next: Option<f64> = None;
-        self.peek(|cat| {
-            for rec in cat.instances.values() {
-                if !matches!(rec.state, State::Error | State::Stopped) || rec.stop_requested {
-                    continue;
-                }
-                if let Some(t) = rec.backoff.next_restart {
-                    if t <= at {
-                        due.push(rec.instance_id.clone());
-                    } else {
-                        next = Some(next.map_or(t, |n: f64| n.min(t)));
-                    }
+        for rec in self.snapshot() {
+            if !matches!(rec.state, State::Error | State::Stopped) || rec.stop_requested {
+                continue;
+            }
+            if let Some(t) = rec.backoff.next_restart {
+                if t <= at {
+                    due.push(rec.instance_id.clone());
+                } else {
+                    next = Some(next.map_or(t, |n: f64| n.min(t)));
                 }
             }
-        });
+        }
         for id in due {
             if !lock(&self.restarting).insert(id.clone()) {
                 continue;

@@ -14,9 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::restart;
-use super::{get_mut, lock, now, Node};
+use super::{lock, now, Node};
 use crate::error::{Error, Refusal, Result};
-use crate::heart::catalog::{Backoff, Record, DEFAULT_STARTUP_TIMEOUT};
+use crate::heart::record::{Backoff, Record, DEFAULT_STARTUP_TIMEOUT};
 use crate::net;
 use crate::process;
 use crate::protocol::{
@@ -88,8 +88,7 @@ impl Node {
         let op = self.op_lock(id);
         let _guard = lock(&op);
         let key = random_hex(16)?;
-        let rec = self.update(|cat| {
-            let rec = get_mut(cat, id)?;
+        let rec = self.update(id, |rec| {
             if !rec.state.can_start() {
                 return Err(Error::refused(
                     Refusal::Conflict,
@@ -119,8 +118,7 @@ impl Node {
         })?;
         let outcome = self.execute_start(&rec, &key);
         let at = now();
-        let view = self.update(|cat| {
-            let rec = get_mut(cat, id)?;
+        let view = self.update(id, |rec| {
             match &outcome {
                 Ok(message) if rec.state == State::Starting => {
                     rec.state = State::Running;
@@ -203,8 +201,8 @@ impl Node {
         };
         match rt.start(&self.ctx, &instance).map_err(in_runtime)? {
             Started::Managed(message) => {
-                self.update(|cat| {
-                    get_mut(cat, id)?.managed = true;
+                self.update(id, |rec| {
+                    rec.managed = true;
                     Ok(())
                 })?;
                 if let Some(port) = rec.port {
@@ -306,19 +304,15 @@ impl Node {
             }
             Ok(Some(identity)) => identity,
         };
-        self.update(|cat| {
-            let rec = get_mut(cat, id)?;
+        self.update(id, |rec| {
             rec.supervisor = Some(identity);
             rec.stop_timeout = Some(launch.stop_timeout);
             Ok(())
         })?;
 
         let still_starting = || {
-            self.peek(|cat| {
-                cat.instances.get(id).is_some_and(|r| {
-                    r.state == State::Starting && r.exit_key.as_deref() == Some(key)
-                })
-            })
+            self.record(id)
+                .is_ok_and(|r| r.state == State::Starting && r.exit_key.as_deref() == Some(key))
         };
         let gone = || !supervise::is_supervising(&identity, &control_path) || !still_starting();
         let exited = || format!("exited before it was ready; log tail:\n{}", tail());
@@ -343,8 +337,8 @@ impl Node {
             return Err(StartFailure::new(exited()));
         }
         // Spend the key first: the report of this stop is not news.
-        let _ = self.update(|cat| {
-            get_mut(cat, id)?.exit_key = None;
+        let _ = self.update(id, |rec| {
+            rec.exit_key = None;
             Ok(())
         });
         self.terminate(&identity, &control_path, launch.stop_timeout.duration());

@@ -9,9 +9,9 @@
 use std::fs;
 use std::time::Duration;
 
-use super::{get, get_mut, lock, not_found, Node};
+use super::{lock, Node};
 use crate::error::{Error, Refusal, Result};
-use crate::heart::catalog::Record;
+use crate::heart::record::Record;
 use crate::protocol::{self, InstanceId, InstanceView, State};
 
 /// How long deregister gives a supervisor that somehow outlived its
@@ -29,8 +29,7 @@ impl Node {
     pub(crate) fn stop(&self, id: &InstanceId) -> Result<InstanceView> {
         let op = self.op_lock(id);
         let _guard = lock(&op);
-        let rec = self.update(|cat| {
-            let rec = get_mut(cat, id)?;
+        let rec = self.update(id, |rec| {
             if matches!(rec.state, State::Registered | State::Stopped) {
                 return Err(Error::refused(
                     Refusal::Conflict,
@@ -55,8 +54,7 @@ impl Node {
                 failure = Some(format!("supervisor {} would not stop", identity.pid));
             }
         }
-        let view = self.update(|cat| {
-            let rec = get_mut(cat, id)?;
+        let view = self.update(id, |rec| {
             match &failure {
                 None => {
                     // An exit report may have come in while it stopped.
@@ -101,8 +99,8 @@ impl Node {
     pub(crate) fn deregister(&self, id: &InstanceId) -> Result<InstanceView> {
         let op = self.op_lock(id);
         let _guard = lock(&op);
-        let rec = self.peek(|cat| -> Result<Record> {
-            let rec = get(cat, id)?;
+        let rec = self.record(id)?;
+        {
             if matches!(rec.state, State::Starting | State::Running) {
                 return Err(Error::refused(
                     Refusal::Conflict,
@@ -112,8 +110,7 @@ impl Node {
                     ),
                 ));
             }
-            Ok(rec.clone())
-        })?;
+        }
         if let Some(identity) = rec.supervisor {
             // ERROR or SUSPENDED with a supervisor that somehow lives on.
             self.terminate(&identity, &self.layout.control(id), DEREGISTER_STOP_TIMEOUT);
@@ -128,11 +125,10 @@ impl Node {
         for path in self.layout.instance_files(id) {
             let _ = crate::fsutil::remove_if_exists(&path);
         }
-        self.update(|cat| {
-            let mut rec = cat.instances.remove(id).ok_or_else(|| not_found(id))?;
-            rec.state = State::Deregistered;
-            rec.message = "deregistered".into();
-            Ok(rec.view())
-        })
+        self.remove(id)?;
+        let mut view = rec.view();
+        view.state = State::Deregistered;
+        view.message = "deregistered".into();
+        Ok(view)
     }
 }
