@@ -9,9 +9,11 @@
 //! - [`protocol`]: the wire contract the three share (control file, exit
 //!   report path, plugin requests and answers).
 //!
-//! Everything else is crate-private. The OS layer is `signal` (the only
-//! signal handler), `process` (spawning, waiting, identities from
-//! `/proc`) and `fsutil` (atomic, durable file writes). `unsafe` is
+//! Everything else is crate-private. Below the programs, `plugins` is the
+//! runtime plugin layer that the heart and `pm-runtime` share. The OS
+//! layer is `signal` (the only signal handler), `process` (spawning,
+//! waiting, identities from `/proc`) and `fsutil` (atomic, durable file
+//! writes). `unsafe` is
 //! denied everywhere but in those two modules that talk to the kernel
 //! directly, and each block there carries a `// SAFETY:` comment.
 
@@ -22,6 +24,7 @@ pub(crate) mod error;
 pub(crate) mod exit;
 pub(crate) mod fsutil;
 pub(crate) mod net;
+pub(crate) mod plugins;
 #[allow(unsafe_code)]
 pub(crate) mod process;
 pub(crate) mod secret;

@@ -47,13 +47,13 @@ use super::ports;
 use crate::cli;
 use crate::error::{Error, Refusal, Result};
 use crate::net;
+use crate::plugins::{self, shell, Context, Registry, Started};
 use crate::process::{self, Identity};
 use crate::protocol::exited::{self, Recorded};
 use crate::protocol::{
     self, ControlFile, Environment, InstanceId, InstanceView, NodeReport, PluginInstance,
     RegisterRequest, Restart, Seconds, State,
 };
-use crate::runtime::{self, shell, Context, Registry, Started};
 use crate::secret::{random_hex, secret_eq};
 use crate::supervise::{self, Terminated};
 use crate::wait;
@@ -246,7 +246,7 @@ impl Node {
             listen,
             address,
         } = setup;
-        let registry = Registry::new(runtime::plugin_dirs(&config.plugin_dirs));
+        let registry = Registry::new(plugins::plugin_dirs(&config.plugin_dirs));
         let heart_port = listen.port();
         let ip = listen.ip();
         let report_url =
@@ -811,7 +811,7 @@ impl Node {
         &self,
         rec: &Record,
         key: &str,
-        launch: &runtime::Launch,
+        launch: &plugins::Launch,
         log_path: &Path,
     ) -> std::result::Result<String, StartFailure> {
         let id = &rec.instance_id;
