@@ -1,6 +1,6 @@
 //! `pm-runtime`: the runtimes of this node from the command line.
 //!
-//! `list`, `versions`, `env` and `exec` go through the same [`Registry`]
+//! `list`, `versions`, `env` and `exec` go through the same `Registry`
 //! as the heart, so a runtime behaves the same from either; `check` runs
 //! every mode of one external plugin against a scratch instance and
 //! reports each problem. `Args` is what lexopt gave us; `run` resolves it.
