@@ -47,19 +47,17 @@ use super::ports;
 use crate::cli;
 use crate::error::{Error, Refusal, Result};
 use crate::net;
-use crate::plugins::{self, shell, Context, Registry, Started};
+use crate::plugins::{self, params, Context, Registry, Started};
 use crate::process::{self, Identity};
 use crate::protocol::exited::{self, Recorded};
 use crate::protocol::{
     self, ControlFile, Environment, InstanceId, InstanceView, NodeReport, PluginInstance,
-    RegisterRequest, Restart, Seconds, State,
+    RegisterRequest, Restart, State,
 };
 use crate::secret::{random_hex, secret_eq};
 use crate::supervise::{self, Terminated};
 use crate::wait;
 
-/// Default bound of each startup command (parameter `startup_timeout`).
-const DEFAULT_STARTUP_TIMEOUT: Seconds = Seconds::from_secs(300);
 /// Bound of copying or unpacking a source.
 const COPY_TIMEOUT: Duration = Duration::from_secs(600);
 /// Lines of log quoted in the message of a failed start.
@@ -466,12 +464,8 @@ impl Node {
                     format!("runtime {}: {e}", manifest.runtime.name),
                 )
             })?;
-        shell::seconds_param(
-            &manifest.runtime.parameters,
-            "startup_timeout",
-            DEFAULT_STARTUP_TIMEOUT,
-        )
-        .map_err(|e| Error::refused(Refusal::Unprocessable, e.to_string()))?;
+        params::startup_timeout(&manifest.runtime.parameters)
+            .map_err(|e| Error::refused(Refusal::Unprocessable, e.to_string()))?;
         let source = std::path::absolute(&req.source).map_err(|e| {
             Error::refused(
                 Refusal::Unprocessable,
@@ -700,12 +694,8 @@ impl Node {
         rt.environment(&rec.runtime.version, &mut env, &rec.runtime.parameters)
             .map_err(|e| StartFailure::new(format!("runtime {}: {e}", rec.runtime.name)))?;
 
-        let startup_timeout = shell::seconds_param(
-            &rec.runtime.parameters,
-            "startup_timeout",
-            DEFAULT_STARTUP_TIMEOUT,
-        )
-        .map_err(|e| StartFailure::new(e.to_string()))?;
+        let startup_timeout = params::startup_timeout(&rec.runtime.parameters)
+            .map_err(|e| StartFailure::new(e.to_string()))?;
         for command in &rec.startup {
             self.run_startup(id, command, &dir, &env, startup_timeout.duration())?;
         }
@@ -739,12 +729,8 @@ impl Node {
                 })
                 .map_err(|e| StartFailure::new(e.to_string()))?;
                 if let Some(port) = rec.port {
-                    let timeout = shell::seconds_param(
-                        &rec.runtime.parameters,
-                        "start_timeout",
-                        shell::DEFAULT_START_TIMEOUT,
-                    )
-                    .unwrap_or(shell::DEFAULT_START_TIMEOUT);
+                    let timeout = params::start_timeout(&rec.runtime.parameters)
+                        .unwrap_or(params::DEFAULT_START_TIMEOUT);
                     if !wait::until_soon(timeout.duration(), || net::port_answers(port)) {
                         let _ = rt.stop(&self.ctx, &instance);
                         return Err(StartFailure::new(format!(

@@ -32,7 +32,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{shell, Context, Launch, Runtime, Started};
+use super::params::Timeouts;
+use super::{Context, Launch, Runtime, Started};
 use crate::error::{Error, Result};
 use crate::process::{Bounded, Ended};
 use crate::protocol::{
@@ -364,28 +365,13 @@ impl External {
                     Some(cwd) => instance.path.join(cwd),
                     None => instance.path.clone(),
                 };
-                let parameters = &instance.parameters;
-                Ok(Started::Supervise(Launch {
-                    command: supervise.command,
-                    shell: false,
+                Ok(Started::Supervise(Launch::new(
+                    supervise.command,
+                    false,
                     cwd,
                     environment,
-                    start_timeout: shell::seconds_param(
-                        parameters,
-                        "start_timeout",
-                        shell::DEFAULT_START_TIMEOUT,
-                    )?,
-                    standalone_wait: shell::seconds_param(
-                        parameters,
-                        "standalone_wait",
-                        shell::DEFAULT_STANDALONE_WAIT,
-                    )?,
-                    stop_timeout: shell::seconds_param(
-                        parameters,
-                        "stop_timeout",
-                        shell::DEFAULT_STOP_TIMEOUT,
-                    )?,
-                }))
+                    Timeouts::parse(&instance.parameters)?,
+                )))
             }
             (None, Some(message)) => Ok(Started::Managed(message)),
             (Some(_), Some(_)) => {

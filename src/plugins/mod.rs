@@ -20,6 +20,7 @@ pub(crate) mod apache;
 pub(crate) mod external;
 mod manager;
 pub(crate) mod nvm;
+pub(crate) mod params;
 pub(crate) mod rbenv;
 pub(crate) mod shell;
 pub(crate) mod version;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::params::Timeouts;
 use crate::error::{Error, Result};
 use crate::protocol::{Environment, Parameters, PluginInstance, Seconds};
 
@@ -48,6 +50,28 @@ pub(crate) struct Launch {
     pub standalone_wait: Seconds,
     /// From SIGTERM to SIGKILL.
     pub stop_timeout: Seconds,
+}
+
+impl Launch {
+    /// `command` (a shell line when `shell`) in `cwd` with `environment`,
+    /// bounded by `timeouts`.
+    pub(crate) fn new(
+        command: Vec<String>,
+        shell: bool,
+        cwd: PathBuf,
+        environment: Environment,
+        timeouts: Timeouts,
+    ) -> Launch {
+        Launch {
+            command,
+            shell,
+            cwd,
+            environment,
+            start_timeout: timeouts.start_timeout,
+            standalone_wait: timeouts.standalone_wait,
+            stop_timeout: timeouts.stop_timeout,
+        }
+    }
 }
 
 /// What `start` did.
@@ -191,8 +215,8 @@ impl Registry {
             Arc::new(shell::Shell),
             Arc::new(rbenv::Rbenv),
             Arc::new(nvm::Nvm),
-            Arc::new(apache::Php),
-            Arc::new(apache::Static),
+            Arc::new(apache::PHP),
+            Arc::new(apache::STATIC),
         ];
         builtins.sort_by(|a, b| a.name().cmp(b.name()));
         Registry {

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::params::Supervised;
 use super::{manager, shell, version, Context, Runtime, Started};
 use crate::error::Result;
 use crate::protocol::{Environment, Parameters, PluginInstance};
@@ -103,10 +104,10 @@ impl Runtime for Nvm {
 
     fn validate(&self, parameters: &Parameters, _standalone: bool) -> Result<()> {
         Nvm::root(parameters)?;
-        shell::check_parameters(parameters)
+        Supervised::parse(parameters).map(drop)
     }
 
     fn start(&self, _ctx: &Context, instance: &PluginInstance) -> Result<Started> {
-        shell::launch(instance).map(Started::Supervise)
+        shell::start(instance)
     }
 }

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::params::Supervised;
 use super::{manager, shell, version, Context, Runtime, Started};
 use crate::error::Result;
 use crate::protocol::{Environment, Parameters, PluginInstance};
@@ -71,10 +72,10 @@ impl Runtime for Rbenv {
 
     fn validate(&self, parameters: &Parameters, _standalone: bool) -> Result<()> {
         Rbenv::root(parameters)?;
-        shell::check_parameters(parameters)
+        Supervised::parse(parameters).map(drop)
     }
 
     fn start(&self, _ctx: &Context, instance: &PluginInstance) -> Result<Started> {
-        shell::launch(instance).map(Started::Supervise)
+        shell::start(instance)
     }
 }

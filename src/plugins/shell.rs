@@ -1,24 +1,15 @@
 //! The `shell` runtime: any command, supervised.
 //!
 //! VERSIONS is `["1"]`, ENVIRONMENT changes nothing, and EXECUTE start
-//! turns the `launch_command` parameter into a [`Launch`]: `%(port)d` and
-//! `{port}` become the instance port, and the line is split like a POSIX
-//! shell splits words unless `shell: true` asks for `/bin/sh -c`. The
-//! rbenv and nvm runtimes execute the same way, through [`launch`].
+//! turns the parsed `launch_command` ([`Supervised`]) into a [`Launch`]:
+//! `%(port)d` and `{port}` become the instance port, and the command runs
+//! as an argument vector unless `shell: true` asks for `/bin/sh -c`. The
+//! rbenv and nvm runtimes execute the same way, through [`start`].
 
-use serde_json::Value;
-
+use super::params::Supervised;
 use super::{require_version, Context, Launch, Runtime, Started};
-use crate::error::{Error, Result};
-use crate::protocol::{Environment, Parameters, PluginInstance, Seconds};
-use crate::shellwords;
-
-/// Default seconds to wait for the port.
-pub(crate) const DEFAULT_START_TIMEOUT: Seconds = Seconds::from_secs(20);
-/// Default seconds a standalone process must stay up.
-pub(crate) const DEFAULT_STANDALONE_WAIT: Seconds = Seconds::from_secs(1);
-/// Default seconds from SIGTERM to SIGKILL.
-pub(crate) const DEFAULT_STOP_TIMEOUT: Seconds = Seconds::from_secs(10);
+use crate::error::Result;
+use crate::protocol::{Environment, Parameters, PluginInstance};
 
 /// The built-in `shell` runtime.
 #[derive(Debug)]
@@ -38,103 +29,42 @@ impl Runtime for Shell {
     }
 
     fn validate(&self, parameters: &Parameters, _standalone: bool) -> Result<()> {
-        check_parameters(parameters)
+        Supervised::parse(parameters).map(drop)
     }
 
     fn start(&self, _ctx: &Context, instance: &PluginInstance) -> Result<Started> {
-        launch(instance).map(Started::Supervise)
+        start(instance)
     }
 }
 
-/// Checks the parameters of a supervised runtime.
+/// The supervised launch of `instance` from its parsed parameters.
+pub(crate) fn launch(instance: &PluginInstance, parameters: &Supervised) -> Launch {
+    let command = &parameters.launch_command;
+    Launch::new(
+        command.for_port(instance.port),
+        command.shell(),
+        instance.path.clone(),
+        instance.environment.clone(),
+        parameters.timeouts,
+    )
+}
+
+/// EXECUTE start of a supervised runtime: the parameters parsed once,
+/// then the launch.
 ///
 /// # Errors
 ///
-/// `launch_command` is missing, empty or unsplittable, or a timeout or
-/// `shell` has the wrong type.
-pub(crate) fn check_parameters(parameters: &Parameters) -> Result<()> {
-    let command = launch_command(parameters)?;
-    if !bool_param(parameters, "shell")? {
-        let words = shellwords::split(command)?;
-        if words.is_empty() {
-            return Err(Error::invalid("parameter launch_command is empty"));
-        }
-    }
-    seconds_param(parameters, "start_timeout", DEFAULT_START_TIMEOUT)?;
-    seconds_param(parameters, "standalone_wait", DEFAULT_STANDALONE_WAIT)?;
-    seconds_param(parameters, "stop_timeout", DEFAULT_STOP_TIMEOUT)?;
-    Ok(())
-}
-
-/// Builds the supervised launch of `instance` from its parameters.
-///
-/// # Errors
-///
-/// As [`check_parameters`].
-pub(crate) fn launch(instance: &PluginInstance) -> Result<Launch> {
-    let parameters = &instance.parameters;
-    check_parameters(parameters)?;
-    let port = instance.port.map(|p| p.to_string()).unwrap_or_default();
-    let line = launch_command(parameters)?
-        .replace("%(port)d", &port)
-        .replace("{port}", &port);
-    let shell = bool_param(parameters, "shell")?;
-    let command = if shell {
-        vec![line]
-    } else {
-        shellwords::split(&line)?
-    };
-    Ok(Launch {
-        command,
-        shell,
-        cwd: instance.path.clone(),
-        environment: instance.environment.clone(),
-        start_timeout: seconds_param(parameters, "start_timeout", DEFAULT_START_TIMEOUT)?,
-        standalone_wait: seconds_param(parameters, "standalone_wait", DEFAULT_STANDALONE_WAIT)?,
-        stop_timeout: seconds_param(parameters, "stop_timeout", DEFAULT_STOP_TIMEOUT)?,
-    })
-}
-
-fn launch_command(parameters: &Parameters) -> Result<&str> {
-    match parameters.get("launch_command") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(Error::invalid("parameter launch_command is empty")),
-        Some(_) => Err(Error::invalid("parameter launch_command must be a string")),
-        None => Err(Error::invalid("parameter launch_command is required")),
-    }
-}
-
-fn bool_param(parameters: &Parameters, name: &str) -> Result<bool> {
-    match parameters.get(name) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(Error::invalid(format!(
-            "parameter {name} must be true or false"
-        ))),
-    }
-}
-
-/// The parameter `name` as [`Seconds`], or `default` when absent.
-///
-/// # Errors
-///
-/// The value is not a number of seconds within [`Seconds::MAX`].
-pub(crate) fn seconds_param(
-    parameters: &Parameters,
-    name: &str,
-    default: Seconds,
-) -> Result<Seconds> {
-    match parameters.get(name) {
-        None | Some(Value::Null) => Ok(default),
-        Some(value) => serde_json::from_value(value.clone())
-            .map_err(|e| Error::invalid(format!("parameter {name}: {e}"))),
-    }
+/// A parameter is missing or wrong.
+pub(crate) fn start(instance: &PluginInstance) -> Result<Started> {
+    let parameters = Supervised::parse(&instance.parameters)?;
+    Ok(Started::Supervise(launch(instance, &parameters)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::protocol::Seconds;
+    use serde_json::{json, Value};
 
     fn instance(parameters: Value, port: Option<u16>) -> PluginInstance {
         PluginInstance {
@@ -148,13 +78,20 @@ mod tests {
         }
     }
 
+    fn launch_of(inst: &PluginInstance) -> Launch {
+        match start(inst).unwrap() {
+            Started::Supervise(launch) => launch,
+            other => panic!("not supervised: {other:?}"),
+        }
+    }
+
     #[test]
     fn port_placeholders_are_replaced_and_words_split() {
         let inst = instance(
-            json!({"launch_command": "python3 -m http.server %(port)d --bind '127.0.0.1' # {port}"}),
+            json!({"launch_command": "python3 -m http.server %(port)d --bind '127.0.0.1' # {port}", "stop_timeout": 3}),
             Some(4321),
         );
-        let launch = launch(&inst).unwrap();
+        let launch = launch_of(&inst);
         assert_eq!(
             launch.command,
             [
@@ -169,8 +106,9 @@ mod tests {
             ]
         );
         assert!(!launch.shell);
+        assert_eq!(launch.cwd, inst.path);
         assert_eq!(launch.start_timeout, Seconds::from_secs(20));
-        assert_eq!(launch.stop_timeout, Seconds::from_secs(10));
+        assert_eq!(launch.stop_timeout, Seconds::from_secs(3));
         assert_eq!(launch.standalone_wait, Seconds::from_secs(1));
     }
 
@@ -180,13 +118,23 @@ mod tests {
             json!({"launch_command": "echo $X | cat", "shell": true}),
             None,
         );
-        let launch = launch(&inst).unwrap();
+        let launch = launch_of(&inst);
         assert_eq!(launch.command, ["echo $X | cat"]);
         assert!(launch.shell);
     }
 
     #[test]
-    fn bad_parameters_are_refused() {
+    fn a_list_is_accepted_at_register_and_start() {
+        let parameters = json!({"launch_command": ["python3", "app.py", "{port}"]});
+        assert!(Shell
+            .validate(parameters.as_object().unwrap(), false)
+            .is_ok());
+        let launch = launch_of(&instance(parameters, Some(4000)));
+        assert_eq!(launch.command, ["python3", "app.py", "4000"]);
+    }
+
+    #[test]
+    fn bad_parameters_are_refused_at_register_and_start() {
         for params in [
             json!({}),
             json!({"launch_command": ""}),
@@ -197,7 +145,11 @@ mod tests {
             json!({"launch_command": "a", "shell": "yes"}),
         ] {
             assert!(
-                check_parameters(params.as_object().unwrap()).is_err(),
+                Shell.validate(params.as_object().unwrap(), false).is_err(),
+                "{params}"
+            );
+            assert!(
+                start(&instance(params.clone(), Some(1))).is_err(),
                 "{params}"
             );
         }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::exit::Tool;
 use crate::net;
 use crate::plugins::external::{self, External};
-use crate::plugins::{Context, Launch, Runtime, Started};
+use crate::plugins::{params, Context, Launch, Runtime, Started};
 use crate::process::{Bounded, Ended};
 use crate::protocol::{InstanceId, Parameters, PluginInstance};
 
@@ -243,11 +243,7 @@ fn check_plugin(
             Err(err) => report.problem("start", err),
         },
         Ok(Started::Managed(message)) => {
-            let timeout = crate::plugins::shell::seconds_param(
-                &instance.parameters,
-                "start_timeout",
-                crate::plugins::shell::DEFAULT_START_TIMEOUT,
-            )?;
+            let timeout = params::start_timeout(&instance.parameters)?;
             match port {
                 Some(port) if !crate::wait::until(timeout.duration(), || net::port_answers(port)) => report.problem(
                     "start",

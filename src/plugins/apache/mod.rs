@@ -56,15 +56,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use self::conf::{instance_config, main_config};
 use self::install::{php_versions, Install};
 use self::layout::Layout;
 use self::server::{
     check_port_free, launch_apache, recover, reload, running, stop_apache, test_config,
 };
-use super::{require_version, resolve_inside, shell, Context, Runtime, Started};
+use super::params::Served;
+use super::{require_version, resolve_inside, Context, Runtime, Started};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::net;
@@ -81,81 +80,15 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serialises every Apache operation of this process.
 static LOCK: Mutex<()> = Mutex::new(());
 
-/// The built-in `php` runtime: mod_php in the managed Apache.
+/// A runtime served by the managed Apache: [`PHP`] or [`STATIC`].
 #[derive(Debug)]
-pub(crate) struct Php;
+pub(crate) struct Apache(Flavor);
+
+/// The built-in `php` runtime: mod_php in the managed Apache.
+pub(crate) const PHP: Apache = Apache(Flavor::Php);
 
 /// The built-in `static` runtime: files served by the managed Apache.
-#[derive(Debug)]
-pub(crate) struct Static;
-
-impl Runtime for Php {
-    fn name(&self) -> &str {
-        "php"
-    }
-
-    fn versions(&self) -> Result<Vec<String>> {
-        let install = Install::find()?;
-        if install.mod_php.is_none() {
-            return Err(Error::invalid(format!(
-                "mod_php is not installed (no libphp*.so in {})",
-                install.module_dir.display()
-            )));
-        }
-        php_versions()
-    }
-
-    fn environment(&self, version: &str, _env: &mut Environment, _: &Parameters) -> Result<()> {
-        require_version(self.name(), version, &self.versions()?)
-    }
-
-    fn validate(&self, parameters: &Parameters, standalone: bool) -> Result<()> {
-        validate(self.name(), parameters, standalone)
-    }
-
-    fn start(&self, ctx: &Context, instance: &PluginInstance) -> Result<Started> {
-        start(ctx, instance, Flavor::Php)
-    }
-
-    fn stop(&self, ctx: &Context, instance: &PluginInstance) -> Result<String> {
-        stop(ctx, instance)
-    }
-
-    fn status(&self, ctx: &Context, instance: &PluginInstance) -> Result<String> {
-        status(ctx, instance)
-    }
-}
-
-impl Runtime for Static {
-    fn name(&self) -> &str {
-        "static"
-    }
-
-    fn versions(&self) -> Result<Vec<String>> {
-        Install::find()?;
-        Ok(vec!["1".to_string()])
-    }
-
-    fn environment(&self, version: &str, _env: &mut Environment, _: &Parameters) -> Result<()> {
-        require_version(self.name(), version, &self.versions()?)
-    }
-
-    fn validate(&self, parameters: &Parameters, standalone: bool) -> Result<()> {
-        validate(self.name(), parameters, standalone)
-    }
-
-    fn start(&self, ctx: &Context, instance: &PluginInstance) -> Result<Started> {
-        start(ctx, instance, Flavor::Static)
-    }
-
-    fn stop(&self, ctx: &Context, instance: &PluginInstance) -> Result<String> {
-        stop(ctx, instance)
-    }
-
-    fn status(&self, ctx: &Context, instance: &PluginInstance) -> Result<String> {
-        status(ctx, instance)
-    }
-}
+pub(crate) const STATIC: Apache = Apache(Flavor::Static);
 
 /// Which of the two runtimes an instance file is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,78 +97,57 @@ pub(super) enum Flavor {
     Static,
 }
 
-/// Register-time checks: no standalone, a well-formed `document_root`
-/// that cannot leave the instance directory by its text (symlinks are
-/// checked at start, once the files are there), a valid `start_timeout`.
-fn validate(runtime: &str, parameters: &Parameters, standalone: bool) -> Result<()> {
-    if standalone {
-        return Err(Error::invalid(format!(
-            "runtime {runtime} cannot run standalone instances: Apache serves them on a port"
-        )));
-    }
-    if let Some(root) = document_root(parameters)? {
-        check_relative(root)?;
-    }
-    shell::seconds_param(parameters, "start_timeout", shell::DEFAULT_START_TIMEOUT)?;
-    Ok(())
-}
-
-fn document_root(parameters: &Parameters) -> Result<Option<&str>> {
-    match parameters.get("document_root") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::invalid(
-            "parameter document_root must be a relative path",
-        )),
-    }
-}
-
-/// Refuses an absolute path, control characters, and `..` that climbs
-/// above the start.
-fn check_relative(root: &str) -> Result<()> {
-    if root.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "parameter document_root contains a control character",
-        ));
-    }
-    let path = Path::new(root);
-    if path.is_absolute() {
-        return Err(Error::invalid(format!(
-            "parameter document_root {root} must be a relative path"
-        )));
-    }
-    let mut depth: usize = 0;
-    for component in path.components() {
-        match component {
-            std::path::Component::ParentDir => {
-                depth = depth.checked_sub(1).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "parameter document_root {root} leaves the instance directory"
-                    ))
-                })?;
-            }
-            std::path::Component::Normal(_) => depth += 1,
-            _ => {}
+impl Runtime for Apache {
+    fn name(&self) -> &str {
+        match self.0 {
+            Flavor::Php => "php",
+            Flavor::Static => "static",
         }
     }
-    Ok(())
+
+    fn versions(&self) -> Result<Vec<String>> {
+        let install = Install::find()?;
+        match (self.0, &install.mod_php) {
+            (Flavor::Static, _) => Ok(vec!["1".to_string()]),
+            (Flavor::Php, Some(_)) => php_versions(),
+            (Flavor::Php, None) => Err(Error::invalid(format!(
+                "mod_php is not installed (no libphp*.so in {})",
+                install.module_dir.display()
+            ))),
+        }
+    }
+
+    fn environment(&self, version: &str, _env: &mut Environment, _: &Parameters) -> Result<()> {
+        require_version(self.name(), version, &self.versions()?)
+    }
+
+    fn validate(&self, parameters: &Parameters, standalone: bool) -> Result<()> {
+        Served::parse(parameters, standalone).map(drop)
+    }
+
+    fn start(&self, ctx: &Context, instance: &PluginInstance) -> Result<Started> {
+        start(ctx, instance, self.0)
+    }
+
+    fn stop(&self, ctx: &Context, instance: &PluginInstance) -> Result<String> {
+        stop(ctx, instance)
+    }
+
+    fn status(&self, ctx: &Context, instance: &PluginInstance) -> Result<String> {
+        status(ctx, instance)
+    }
 }
 
 /// The document root of `instance`, resolved (symlinks included) and
 /// checked to be inside its directory.
-fn resolve_document_root(instance: &PluginInstance) -> Result<PathBuf> {
-    let root = document_root(&instance.parameters)?;
+fn resolve_document_root(instance: &PluginInstance, root: Option<&Path>) -> Result<PathBuf> {
     match root {
         None => instance
             .path
             .canonicalize()
             .map_err(|e| Error::io("resolve", &instance.path, e)),
-        Some(root) => {
-            check_relative(root)?;
-            resolve_inside(&instance.path, Path::new(root))
-                .map_err(|e| Error::invalid(format!("parameter document_root: {e}")))
-        }
+        Some(root) => resolve_inside(&instance.path, root)
+            .map_err(|e| Error::invalid(format!("parameter document_root: {e}"))),
     }
 }
 
@@ -263,19 +175,12 @@ fn log_path(ctx: &Context, id: &str) -> PathBuf {
 
 fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Started> {
     let id = instance.instance_id.as_str();
-    if instance.standalone || instance.port.is_none() {
-        return Err(Error::invalid(
-            "php and static instances cannot be standalone",
-        ));
-    }
-    let port = instance.port.unwrap_or_default();
-    let ready = shell::seconds_param(
-        &instance.parameters,
-        "start_timeout",
-        shell::DEFAULT_START_TIMEOUT,
-    )?
-    .duration();
-    let doc_root = resolve_document_root(instance)?;
+    let parameters = Served::parse(&instance.parameters, instance.standalone)?;
+    let port = instance
+        .port
+        .ok_or_else(|| Error::invalid(format!("instance {id} has no port")))?;
+    let ready = parameters.start_timeout.duration();
+    let doc_root = resolve_document_root(instance, parameters.document_root.as_deref())?;
     // Apache opens every error log on each reload and dies if one cannot
     // be opened, which `-t` does not check: open it first (Apache's parent
     // runs as the heart's user).
@@ -418,34 +323,4 @@ fn status(ctx: &Context, instance: &PluginInstance) -> Result<String> {
         "served by Apache (supervisor {}) on 127.0.0.1:{port}",
         apache.pid
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn params(v: Value) -> Parameters {
-        v.as_object().unwrap().clone()
-    }
-
-    #[test]
-    fn validate_refuses_standalone_and_escaping_roots() {
-        assert!(validate("php", &params(json!({})), true).is_err());
-        assert!(validate("php", &params(json!({})), false).is_ok());
-        assert!(validate("php", &params(json!({"document_root": "public"})), false).is_ok());
-        assert!(validate("php", &params(json!({"document_root": "a/../b"})), false).is_ok());
-        for bad in [
-            json!({"document_root": ".."}),
-            json!({"document_root": "a/../../b"}),
-            json!({"document_root": "/etc"}),
-            json!({"document_root": 3}),
-            json!({"document_root": "a\nb"}),
-        ] {
-            assert!(
-                validate("static", &params(bad.clone()), false).is_err(),
-                "{bad}"
-            );
-        }
-    }
 }
