@@ -1,4 +1,4 @@
-//! Durable file writes and small file helpers.
+//! Durable file writes and small file helpers, log tails among them.
 //!
 //! State files (catalog, pidfile, startflag, `.exited`, control files) are
 //! never written in place: the bytes go to `NAME.new`, which is synced,
@@ -6,7 +6,7 @@
 //! leaves either the old file or the new one, never a torn one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -73,6 +73,20 @@ pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
     fs::read_to_string(path).map_err(|e| Error::io(format!("read {what}"), path, e))
 }
 
+/// The text of `path` from byte `from` to its end, but at most its last
+/// `max` bytes, as UTF-8 (invalid sequences replaced): the tail of a log.
+/// `None` when the file cannot be opened.
+pub(crate) fn read_tail(path: &Path, from: u64, max: u64) -> Option<String> {
+    let mut file = File::open(path).ok()?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = from.max(len.saturating_sub(max));
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_ok() {
+        let _ = file.take(max).read_to_end(&mut bytes);
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Removes `path`; a file that is already gone is not an error.
 ///
 /// # Errors
@@ -129,6 +143,19 @@ mod tests {
     fn write_atomic_into_missing_directory_names_the_path() {
         let err = write_atomic(Path::new("/nonexistent-pm/x"), b"", 0o644).unwrap_err();
         assert!(err.to_string().contains("/nonexistent-pm/x.new"), "{err}");
+    }
+
+    #[test]
+    fn read_tail_starts_at_the_offset_and_keeps_the_last_bytes() {
+        let dir = scratch("tail");
+        let path = dir.join("log");
+        fs::write(&path, "one\ntwo\nthree\n").unwrap();
+        assert_eq!(read_tail(&path, 0, 100).unwrap(), "one\ntwo\nthree\n");
+        assert_eq!(read_tail(&path, 4, 100).unwrap(), "two\nthree\n");
+        assert_eq!(read_tail(&path, 0, 6).unwrap(), "three\n");
+        assert_eq!(read_tail(&path, 99, 6).unwrap(), "");
+        assert!(read_tail(&dir.join("absent"), 0, 6).is_none());
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   not, so they never block a restart on the same port. Only ever call
 //!   it when no application of ours may be binding the port at that very
 //!   moment: the test listener holds the port for a few microseconds.
-//! - [`port_answers`]: a TCP connect to `127.0.0.1:PORT` succeeds. A
+//! - [`port_answers`] (and [`connect`], for a probe that talks once
+//!   connected): a TCP connect to `127.0.0.1:PORT` succeeds. A
 //!   connect to a loopback port nobody listens on may pick that very port
 //!   as its own ephemeral source port and connect to itself (TCP
 //!   simultaneous open); such a connection is recognised (its local and
@@ -42,18 +43,29 @@ pub(crate) fn port_free(port: u16) -> bool {
     }
 }
 
+/// A TCP connection to `127.0.0.1:port` made within `timeout`, when
+/// something accepts it; a connection that landed on itself is reset and
+/// is `None`.
+pub(crate) fn connect(port: u16, timeout: Duration) -> Option<TcpStream> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    answered(TcpStream::connect_timeout(&addr, timeout).ok()?)
+}
+
+/// `stream`, unless it is connected to itself (TCP simultaneous open on a
+/// port nobody listens on): then it is reset, leaving no TIME_WAIT, and
+/// the answer is `None`.
+fn answered(stream: TcpStream) -> Option<TcpStream> {
+    if stream.local_addr().ok() == stream.peer_addr().ok() {
+        reset(&stream);
+        return None;
+    }
+    Some(stream)
+}
+
 /// True when something accepts TCP connections on `127.0.0.1:port`
 /// within `timeout`.
 pub(crate) fn port_answers_within(port: u16, timeout: Duration) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(stream) = TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
-    if stream.local_addr().ok() == stream.peer_addr().ok() {
-        reset(&stream);
-        return false;
-    }
-    true
+    connect(port, timeout).is_some()
 }
 
 /// True when something accepts TCP connections on `127.0.0.1:port`.
@@ -132,10 +144,22 @@ mod tests {
         nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&socket), &addr).unwrap();
         let stream = TcpStream::from(socket);
         assert_eq!(stream.local_addr().unwrap(), stream.peer_addr().unwrap());
-        reset(&stream);
-        drop(stream);
+        // The guard every probe goes through (port_answers, connect, and
+        // so the heart's, Apache's and pm-runtime check's probes): a
+        // connect that succeeded is no answer when it reached itself. A
+        // bare `connect(..).is_ok()`, as those probes once were, takes
+        // it for an answer and leaves a TIME_WAIT on the port.
+        assert!(answered(stream).is_none());
         // Reset, not closed: the port is bindable at once.
         assert!(port_free(port));
+    }
+
+    #[test]
+    fn a_connection_to_a_listener_is_an_answer() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stream = connect(port, PROBE_TIMEOUT).expect("the listener answers");
+        assert_eq!(stream.peer_addr().unwrap().port(), port);
     }
 
     #[test]

@@ -12,11 +12,17 @@ use std::time::{Duration, Instant};
 use super::{current_environment, stdout};
 use crate::error::{Error, Result};
 use crate::exit::Tool;
+use crate::fsutil;
 use crate::net;
 use crate::plugins::external::{self, External};
 use crate::plugins::{params, Context, Launch, Runtime, Started};
 use crate::process::{Bounded, Ended};
 use crate::protocol::{InstanceId, Parameters, PluginInstance};
+
+/// How many lines of its log a failed supervised command is quoted with.
+const LOG_TAIL_LINES: usize = 5;
+/// How much of that log is read for them.
+const LOG_TAIL_BYTES: u64 = 64 << 10;
 
 /// Counts scratch directories made by this process.
 static SCRATCH: AtomicUsize = AtomicUsize::new(0);
@@ -30,7 +36,7 @@ impl Scratch {
         let path =
             std::env::temp_dir().join(format!("pm-runtime-check-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
-        crate::fsutil::create_dir_all(&path.join("app"), 0o700)?;
+        fsutil::create_dir_all(&path.join("app"), 0o700)?;
         Ok(Scratch(path))
     }
 }
@@ -324,9 +330,9 @@ fn run_supervised(launch: &Launch, scratch: &Path, port: Option<u16>) -> Result<
         port.is_some_and(net::port_answers)
     });
     let tail = || {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let text = fsutil::read_tail(&log_path, 0, LOG_TAIL_BYTES).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join("; ")
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("; ")
     };
     if let Some(status) = exited {
         return Err(Error::invalid(format!(

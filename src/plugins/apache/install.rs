@@ -1,14 +1,24 @@
 //! The node's Apache: the binary, its module directory and mod_php, and
-//! the PHP versions the node has.
+//! the PHP versions the node has; Apache's tools run through
+//! [`run_tool`], bounded in time.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::process::bounded::{self, Output};
 
 /// Environment variable: the Apache binary to use instead of searching.
 pub(crate) const BINARY_VAR: &str = "PM_APACHE_BIN";
+
+/// How long one of Apache's tools (`-t`, `-l`, `-k graceful`, `php -v`)
+/// may run.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most of a tool's standard output, and of its standard error, that
+/// is kept.
+const TOOL_OUTPUT_CAP: usize = 64 << 10;
 
 /// Apache binary names, in order of preference.
 const BINARY_NAMES: [&str; 2] = ["apache2", "httpd"];
@@ -85,12 +95,9 @@ impl Install {
     /// The modules compiled into the binary (`-l`), which must not be
     /// loaded again.
     pub(super) fn builtin_modules(&self) -> Vec<String> {
-        let Ok(output) = Command::new(&self.binary)
-            .arg("-l")
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()
-        else {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("-l").env_clear();
+        let Ok(output) = run_tool(&mut cmd, &self.binary.to_string_lossy()) else {
             return Vec::new();
         };
         String::from_utf8_lossy(&output.stdout)
@@ -157,11 +164,7 @@ pub(super) fn find_mod_php(dir: &Path) -> Option<PathBuf> {
 
 /// The node's PHP versions from `php -v`: `["8.2", "8.2.36"]`.
 pub(super) fn php_versions() -> Result<Vec<String>> {
-    let output = Command::new("php")
-        .arg("-v")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::io("run", "php -v", e))?;
+    let output = run_tool(Command::new("php").arg("-v"), "php -v")?;
     if !output.status.success() {
         return Err(Error::invalid(format!(
             "php -v failed: {}",
@@ -173,6 +176,29 @@ pub(super) fn php_versions() -> Result<Vec<String>> {
         Error::invalid(format!(
             "cannot read a version from php -v: {}",
             text.trim()
+        ))
+    })
+}
+
+/// Runs `cmd`, one of Apache's tools (or `php -v`), through the one timed
+/// runner; `what` names it in errors.
+///
+/// # Errors
+///
+/// It cannot be run, or did not finish within [`TOOL_TIMEOUT`] (its
+/// process group is then killed).
+pub(super) fn run_tool(cmd: &mut Command, what: &str) -> Result<Output> {
+    bounded::output(
+        cmd,
+        None,
+        TOOL_TIMEOUT,
+        (TOOL_OUTPUT_CAP, TOOL_OUTPUT_CAP),
+        what,
+    )?
+    .ok_or_else(|| {
+        Error::invalid(format!(
+            "{what} did not finish within {} s; its process group was killed",
+            TOOL_TIMEOUT.as_secs()
         ))
     })
 }

@@ -5,19 +5,20 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use super::install::Install;
+use super::install::{run_tool, Install};
 use super::layout::Layout;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::net;
+use crate::process::bounded::Output;
 use crate::process::Identity;
 use crate::protocol::{self, Command as Argv, ControlFile, Environment, InstanceId, Seconds};
+use crate::secret;
 use crate::supervise::{self, Terminated};
 use crate::wait;
 
@@ -53,10 +54,7 @@ pub(super) fn running(layout: &Layout) -> Option<Identity> {
 pub(super) fn test_config(install: &Install, layout: &Layout, id: &str) -> Result<()> {
     let bound = layout.configured().len() + 1;
     for _ in 0..=bound {
-        let output = apache_command(install, layout)
-            .arg("-t")
-            .output()
-            .map_err(|e| Error::io("run", &install.binary, e))?;
+        let output = apache_tool(install, layout, &["-t"])?;
         if output.status.success() {
             return Ok(());
         }
@@ -78,7 +76,7 @@ pub(super) fn test_config(install: &Install, layout: &Layout, id: &str) -> Resul
 }
 
 /// The text Apache printed, without the success line and the warnings.
-fn apache_message(output: &std::process::Output) -> String {
+fn apache_message(output: &Output) -> String {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stderr),
@@ -110,15 +108,15 @@ fn offending_instance(layout: &Layout, message: &str) -> Option<InstanceId> {
     id.parse::<protocol::InstanceId>().ok()
 }
 
-/// `apache2 -f CONF` with an empty environment.
-fn apache_command(install: &Install, layout: &Layout) -> Command {
+/// `apache2 -f CONF ARGS` with an empty environment, bounded in time.
+fn apache_tool(install: &Install, layout: &Layout, args: &[&str]) -> Result<Output> {
     let mut cmd = Command::new(&install.binary);
     cmd.arg("-f")
         .arg(&layout.conf)
+        .args(args)
         .env_clear()
-        .current_dir(&layout.dir)
-        .stdin(Stdio::null());
-    cmd
+        .current_dir(&layout.dir);
+    run_tool(&mut cmd, &install.binary.to_string_lossy())
 }
 
 /// Refuses a port that something else listens on: Apache would die on
@@ -132,20 +130,13 @@ pub(super) fn check_port_free(port: u16, limit: Duration) -> Result<()> {
             "port {port} is in use: another process listens on it"
         )));
     }
-    let mut last = None;
-    let free = wait::until(limit, || {
-        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
-            Ok(_) => true,
-            Err(e) => {
-                last = Some(e);
-                false
-            }
-        }
-    });
-    match (free, last) {
-        (true, _) => Ok(()),
-        (false, Some(e)) => Err(Error::invalid(format!("port {port} is not free: {e}"))),
-        (false, None) => Err(Error::invalid(format!("port {port} is not free"))),
+    if wait::until(limit, || net::port_free(port)) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "port {port} is not free after {} s: a connection or another listener holds it",
+            limit.as_secs_f64()
+        )))
     }
 }
 
@@ -174,7 +165,7 @@ pub(super) fn launch_apache(
         shell: false,
         cwd: layout.dir.clone(),
         environment: Environment::new(),
-        exit_key: random_key()?,
+        exit_key: secret::random_hex(16)?,
         port: None,
         report_url: Some(report_url),
         log_file: layout.log.clone(),
@@ -218,10 +209,7 @@ pub(super) fn reload(
 ) -> Result<()> {
     let log_start = fs::metadata(&layout.log).map(|m| m.len()).unwrap_or(0);
     check_pid_file(layout, apache)?;
-    let output = apache_command(install, layout)
-        .args(["-k", "graceful"])
-        .output()
-        .map_err(|e| Error::io("run", &install.binary, e))?;
+    let output = apache_tool(install, layout, &["-k", "graceful"])?;
     if !output.status.success() {
         return Err(Error::invalid(format!(
             "Apache refused the graceful reload: {}",
@@ -280,11 +268,7 @@ pub(super) fn recover(ctx: &Context, install: &Install, layout: &Layout) {
 
 fn reload_quiet(install: &Install, layout: &Layout, apache: &Identity) -> Result<()> {
     check_pid_file(layout, apache)?;
-    apache_command(install, layout)
-        .args(["-k", "graceful"])
-        .output()
-        .map(drop)
-        .map_err(|e| Error::io("run", &install.binary, e))
+    apache_tool(install, layout, &["-k", "graceful"]).map(drop)
 }
 
 /// Checks that Apache's pid file names the child of its supervisor: with
@@ -323,10 +307,7 @@ pub(super) fn stop_apache(layout: &Layout, apache: &Identity) -> Result<()> {
 /// True when Apache answers HTTP on `port`: `OPTIONS *`, which Apache
 /// answers itself without running any application code.
 fn answers_http(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(
-        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        PROBE_TIMEOUT,
-    ) else {
+    let Some(mut stream) = net::connect(port, PROBE_TIMEOUT) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
@@ -343,18 +324,9 @@ fn answers_http(port: u16) -> bool {
 
 /// What Apache's log gained since `offset` (at most its last 2 KiB).
 fn log_since(path: &Path, offset: u64) -> String {
-    use std::io::{Seek, SeekFrom};
-    let Ok(mut file) = fs::File::open(path) else {
+    let Some(text) = fsutil::read_tail(path, offset, LOG_TAIL_BYTES) else {
         return "no log".into();
     };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = offset.max(len.saturating_sub(LOG_TAIL_BYTES));
-    let mut text = String::new();
-    if file.seek(SeekFrom::Start(start)).is_ok() {
-        let mut bytes = Vec::new();
-        let _ = file.read_to_end(&mut bytes);
-        text = String::from_utf8_lossy(&bytes).into_owned();
-    }
     // Apache's own lines, and of the supervisor's (which start with their
     // timestamp) only how the command ended.
     let lines: Vec<&str> = text
@@ -371,16 +343,6 @@ fn log_since(path: &Path, offset: u64) -> String {
     } else {
         lines.join("; ")
     }
-}
-
-/// A 128-bit key from `/dev/urandom`, in hex.
-fn random_key() -> Result<String> {
-    let path = Path::new("/dev/urandom");
-    let mut bytes = [0u8; 16];
-    fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
