@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
@@ -123,14 +122,9 @@ impl Bounded {
         let (tx, rx) = mpsc::channel();
         let waiter = thread::Builder::new()
             .name("bounded-waiter".into())
-            .spawn(move || loop {
-                match waitid(Id::Pid(group), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-                    Err(Errno::EINTR) => continue,
-                    _ => {
-                        let _ = tx.send(());
-                        break;
-                    }
-                }
+            .spawn(move || {
+                let _ = super::reap::wait_unreaped(group);
+                let _ = tx.send(());
             });
         match waiter {
             // The waiter ends with the leader: after a timeout the caller

@@ -368,3 +368,44 @@ fn run_supervised(launch: &Launch, scratch: &Path, port: Option<u16>) -> Result<
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs root"]
+    fn a_command_that_ended_is_not_signalled_on_drop_even_when_its_pid_comes_back() {
+        let scratch = Scratch::new().unwrap();
+        let pidfile = scratch.0.join("pid");
+        let mut running = Running(
+            Bounded::spawn(
+                Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(format!("echo $$ > {}", pidfile.display())),
+                "sh",
+            )
+            .unwrap(),
+        );
+        // What run_supervised does with a command that ended before it
+        // answered: reap it, then drop it.
+        assert!(crate::wait::until(Duration::from_secs(10), || running
+            .0
+            .has_ended()));
+        running.0.wait(Duration::ZERO, true).unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Another process group leader now has its pid, and so its group
+        // id: a drop that signals the group (as it once did after reaping
+        // the leader) kills it.
+        let mut squatter = crate::process::squat(pid).expect("could not reuse the pid");
+        drop(running);
+        let alive = squatter.try_wait().unwrap().is_none();
+        let _ = squatter.kill();
+        let _ = squatter.wait();
+        assert!(alive, "the process that reused pid {pid} was signalled");
+    }
+}

@@ -2,18 +2,17 @@
 //! signals sent to `pm-runtime` forwarded to it.
 
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 
 use super::PROG;
 use crate::cli::{fatal, warn};
 use crate::exit::Tool;
+use crate::process;
+use crate::process::forward::{self, Others, Slot};
 use crate::protocol::Environment;
 
 /// Runs `argv` with exactly `env`; its exit status, or `128 + N` when
@@ -24,9 +23,11 @@ use crate::protocol::Environment;
 /// it; SIGINT and SIGQUIT are caught and dropped, since a terminal sends
 /// them to the command too (it shares the foreground process group). The
 /// handlers are installed before the spawn and only catch, so the command
-/// starts with default dispositions. The command is waited for without
+/// starts with default dispositions. The forwarding is the supervisor's
+/// mechanism (`process::forward`): the command is waited for without
 /// being reaped (`WNOWAIT`) and forgotten by the forwarder before it is
-/// reaped, so a recycled pid is never signalled.
+/// reaped, so a recycled pid is never signalled. Unlike the supervisor,
+/// exec signals the command alone: it shares our process group.
 pub(super) fn exec(argv: &[OsString], env: &Environment) -> ExitCode {
     let Some((program, args)) = argv.split_first() else {
         return Tool::Usage.into();
@@ -45,7 +46,7 @@ pub(super) fn exec(argv: &[OsString], env: &Environment) -> ExitCode {
         .env_clear()
         .envs(env)
         .spawn();
-    let mut child = match spawned {
+    let child = match spawned {
         Ok(child) => child,
         Err(err) => {
             fatal(
@@ -60,35 +61,32 @@ pub(super) fn exec(argv: &[OsString], env: &Environment) -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let pid = Pid::from_raw(child.id() as i32);
-    let slot = Arc::new(Mutex::new(Some(pid)));
+    // Reaped by the slot's waiter, never by `Child::wait`.
+    let slot = Arc::new(Slot::new(Pid::from_raw(child.id() as i32)));
+    drop(child);
     if let Ok(pipe) = signals {
-        let slot = Arc::clone(&slot);
-        let _ = std::thread::Builder::new()
-            .name("signal-forwarder".into())
-            .spawn(move || {
-                while let Ok(signal) = pipe.recv() {
-                    if matches!(signal, Signal::SIGTERM | Signal::SIGHUP) {
-                        let target = *slot.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Some(pid) = target {
-                            let _ = kill(pid, signal);
-                        }
-                    }
+        let target = Arc::clone(&slot);
+        let forwarding = forward::spawn_forwarder(
+            move || pipe.recv(),
+            move |signal| {
+                if matches!(signal, Signal::SIGTERM | Signal::SIGHUP) {
+                    target.with_child(|pid| kill(pid, signal));
                 }
-            });
+            },
+            drop,
+        );
+        if let Err(err) = forwarding {
+            warn(PROG, format!("signals will not be forwarded: {err}"));
+        }
     }
-    while let Err(Errno::EINTR) = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
-    {
-    }
-    *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    match child.wait() {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => ExitCode::from(code as u8),
-            (None, Some(signal)) => ExitCode::from((128 + signal) as u8),
-            _ => Tool::Failure.into(),
-        },
-        Err(err) => {
-            fatal(PROG, format!("unable to wait for the command: {err}"));
+    match slot.wait(Others::Leave) {
+        Ok(status) => process::code_of_wait(status)
+            .map_or(Tool::Failure.into(), |code| ExitCode::from(code as u8)),
+        Err(errno) => {
+            fatal(
+                PROG,
+                format!("unable to wait for the command: {}", errno.desc()),
+            );
             Tool::Temporary.into()
         }
     }
