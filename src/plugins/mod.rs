@@ -213,8 +213,8 @@ impl Registry {
     pub(crate) fn new(plugin_dirs: Vec<PathBuf>) -> Registry {
         let mut builtins: Vec<Arc<dyn Runtime>> = vec![
             Arc::new(shell::Shell),
-            Arc::new(rbenv::Rbenv),
-            Arc::new(nvm::Nvm),
+            Arc::new(manager::Managed(rbenv::Rbenv)),
+            Arc::new(manager::Managed(nvm::Nvm)),
             Arc::new(apache::PHP),
             Arc::new(apache::STATIC),
         ];

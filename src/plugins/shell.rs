@@ -86,25 +86,13 @@ mod tests {
     }
 
     #[test]
-    fn port_placeholders_are_replaced_and_words_split() {
+    fn the_launch_carries_the_parsed_parameters() {
         let inst = instance(
-            json!({"launch_command": "python3 -m http.server %(port)d --bind '127.0.0.1' # {port}", "stop_timeout": 3}),
+            json!({"launch_command": "serve %(port)d '127.0.0.1'", "stop_timeout": 3}),
             Some(4321),
         );
         let launch = launch_of(&inst);
-        assert_eq!(
-            launch.command,
-            [
-                "python3",
-                "-m",
-                "http.server",
-                "4321",
-                "--bind",
-                "127.0.0.1",
-                "#",
-                "4321"
-            ]
-        );
+        assert_eq!(launch.command, ["serve", "4321", "127.0.0.1"]);
         assert!(!launch.shell);
         assert_eq!(launch.cwd, inst.path);
         assert_eq!(launch.start_timeout, Seconds::from_secs(20));

@@ -22,7 +22,7 @@ const ROOT_USERS: [&str; 3] = ["www-data", "apache", "nobody"];
 /// A newline, carriage return or NUL: Apache has no escape for them in an
 /// argument (a newline ends the directive), so they are refused rather
 /// than silently changed.
-pub(super) fn quote(what: &str, value: &str) -> Result<String> {
+fn quote(what: &str, value: &str) -> Result<String> {
     if let Some(c) = value.chars().find(|c| matches!(c, '\n' | '\r' | '\0')) {
         return Err(Error::invalid(format!(
             "{what} contains a {}, which an Apache configuration cannot hold",

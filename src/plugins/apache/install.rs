@@ -8,10 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::plugins::external;
 use crate::process::bounded::{self, Output};
 
 /// Environment variable: the Apache binary to use instead of searching.
-pub(crate) const BINARY_VAR: &str = "PM_APACHE_BIN";
+const BINARY_VAR: &str = "PM_APACHE_BIN";
 
 /// How long one of Apache's tools (`-t`, `-l`, `-k graceful`, `php -v`)
 /// may run.
@@ -110,7 +111,7 @@ impl Install {
     }
 }
 
-pub(super) fn find_binary() -> Result<PathBuf> {
+fn find_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(BINARY_VAR).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return if path.is_file() {
@@ -129,7 +130,7 @@ pub(super) fn find_binary() -> Result<PathBuf> {
     for name in BINARY_NAMES {
         for dir in &dirs {
             let path = dir.join(name);
-            if is_executable(&path) {
+            if external::is_executable(&path) {
                 return Ok(path);
             }
         }
@@ -140,14 +141,9 @@ pub(super) fn find_binary() -> Result<PathBuf> {
     )))
 }
 
-pub(super) fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// `libphp*.so` (PHP 7 and 8) or `mod_php*.so` (RHEL) in `dir`; the
 /// highest name when there are several.
-pub(super) fn find_mod_php(dir: &Path) -> Option<PathBuf> {
+fn find_mod_php(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .ok()?
         .filter_map(|entry| entry.ok())
@@ -204,7 +200,7 @@ pub(super) fn run_tool(cmd: &mut Command, what: &str) -> Result<Output> {
 }
 
 /// `PHP 8.2.36 (cli) ...` → `["8.2", "8.2.36"]`.
-pub(super) fn parse_php_version(text: &str) -> Option<Vec<String>> {
+fn parse_php_version(text: &str) -> Option<Vec<String>> {
     let word = text.split_whitespace().nth(1)?;
     let full: String = word
         .chars()

@@ -21,7 +21,7 @@ const MIME_TYPES: &str = "text/html html htm\ntext/css css\ntext/plain txt\n\
 
 /// The managed Apache's files under `DATA_DIR/runtimes/apache/`.
 #[derive(Debug, Clone)]
-pub(crate) struct Layout {
+pub(super) struct Layout {
     /// The server root.
     pub dir: PathBuf,
     /// The main configuration.
@@ -46,7 +46,7 @@ pub(crate) struct Layout {
 
 impl Layout {
     /// The layout under `data_dir`.
-    pub(crate) fn new(data_dir: &Path) -> Layout {
+    pub(super) fn new(data_dir: &Path) -> Layout {
         // Apache and its supervisor run elsewhere: every path is absolute.
         let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
         let dir = data_dir.join("runtimes").join("apache");

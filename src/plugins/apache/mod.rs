@@ -72,7 +72,7 @@ use crate::wait;
 
 /// Environment variable: a port for a placeholder `Listen` that keeps
 /// Apache running when it has no instance.
-pub(crate) const KEEP_PORT_VAR: &str = "PM_APACHE_KEEP_PORT";
+const KEEP_PORT_VAR: &str = "PM_APACHE_KEEP_PORT";
 
 /// How long a removed instance's port may take to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);

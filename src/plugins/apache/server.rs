@@ -23,7 +23,7 @@ use crate::supervise::{self, Terminated};
 use crate::wait;
 
 /// The instance id in the Apache supervisor's control file.
-pub(crate) const SUPERVISOR_ID: &str = "pm-managed-apache";
+pub(super) const SUPERVISOR_ID: &str = "pm-managed-apache";
 
 fn supervisor_id() -> InstanceId {
     SUPERVISOR_ID
