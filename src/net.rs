@@ -97,6 +97,33 @@ pub(crate) fn loopback_of(addr: SocketAddr) -> SocketAddr {
     addr
 }
 
+/// Test support: runs `f` on a thread of its own in a new network
+/// namespace (root only) whose loopback is up and whose only ephemeral
+/// port is `port`: there, every connect to a closed `127.0.0.1:port`
+/// lands on itself, as a probe on a busy machine sometimes does.
+#[cfg(test)]
+pub(crate) fn with_self_connect<T: Send + 'static>(
+    port: u16,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("a network namespace of our own (needs root)");
+        // Children of this thread share its namespace.
+        let set_up = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "ip link set lo up && echo {port} {port} > /proc/sys/net/ipv4/ip_local_port_range"
+            ))
+            .status()
+            .expect("run sh");
+        assert!(set_up.success(), "cannot set up the namespace: {set_up}");
+        f()
+    })
+    .join()
+    .expect("the test thread panicked")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +197,23 @@ mod tests {
         assert_eq!(loopback_of(any6), "[::1]:80".parse().unwrap());
         let set: SocketAddr = "10.0.0.1:80".parse().unwrap();
         assert_eq!(loopback_of(set), set);
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn a_probe_that_lands_on_itself_is_no_answer() {
+        // Nobody listens on the port; the namespace makes every connect
+        // to it land on itself. The probe first, then a bare connect as
+        // the probes of Apache and pm-runtime check once were: it must
+        // land on itself (the setup works, and the probe's reset left
+        // the port usable) and would count as an answer.
+        let port = 40_000;
+        let (answers, bare) = with_self_connect(port, move || {
+            let answers = port_answers(port);
+            let bare = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok();
+            (answers, bare)
+        });
+        assert!(bare, "the connect did not land on itself: no test");
+        assert!(!answers, "a connection to itself was taken for an answer");
     }
 }

@@ -408,4 +408,32 @@ mod tests {
         let _ = squatter.wait();
         assert!(alive, "the process that reused pid {pid} was signalled");
     }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn a_command_that_does_not_listen_is_not_taken_for_answering() {
+        // In a namespace where a probe of the closed port lands on
+        // itself: the once bare probe of check took that for an answer.
+        let port = 40_000;
+        let result = crate::net::with_self_connect(port, move || {
+            let scratch = Scratch::new().unwrap();
+            let timeouts = crate::plugins::params::Timeouts {
+                start_timeout: crate::protocol::Seconds::from_secs(1),
+                standalone_wait: crate::protocol::Seconds::from_secs(1),
+                stop_timeout: crate::protocol::Seconds::from_secs(1),
+            };
+            let launch = Launch::new(
+                vec!["/bin/sleep".into(), "30".into()],
+                false,
+                scratch.0.clone(),
+                crate::protocol::Environment::new(),
+                timeouts,
+            );
+            run_supervised(&launch, &scratch.0, Some(port))
+                .map(|(_, what)| what)
+                .map_err(|e| e.to_string())
+        });
+        let err = result.expect_err("a command that listens on nothing answered");
+        assert!(err.contains("did not answer on port 40000"), "{err}");
+    }
 }
