@@ -9,10 +9,13 @@
 //! This file holds the command line and the dispatch; `exec` runs a
 //! command in a runtime's environment and `check` tests a plugin.
 //!
-//! Threads: `exec` starts a `signal-forwarder` (it forwards SIGTERM and
-//! SIGHUP to the command; nobody joins it, it ends with the process);
-//! `check` starts none of its own (a plugin call starts the threads of
-//! `plugins::external`, which end with the call).
+//! Threads: `exec` starts a `signal-forwarder` (`process::forward`; it
+//! forwards SIGTERM and SIGHUP to the command; nobody joins it, it ends
+//! with the process). Nothing else here starts a thread of its own: a
+//! plugin call, and the command `check` supervises, are waited for by the
+//! threads of `process::bounded` (`bounded-waiter`, `bounded-stdin`,
+//! `bounded-output`), which end with the call, or when a daemon it left
+//! closes the output pipe.
 
 mod check;
 mod exec;
