@@ -6,7 +6,7 @@
 //! leaves either the old file or the new one, never a torn one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -73,20 +73,6 @@ pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
     fs::read_to_string(path).map_err(|e| Error::io(format!("read {what}"), path, e))
 }
 
-/// The text of `path` from byte `from` to its end, but at most its last
-/// `max` bytes, as UTF-8 (invalid sequences replaced): the tail of a log.
-/// `None` when the file cannot be opened.
-pub(crate) fn read_tail(path: &Path, from: u64, max: u64) -> Option<String> {
-    let mut file = File::open(path).ok()?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = from.max(len.saturating_sub(max));
-    let mut bytes = Vec::new();
-    if file.seek(SeekFrom::Start(start)).is_ok() {
-        let _ = file.take(max).read_to_end(&mut bytes);
-    }
-    Some(String::from_utf8_lossy(&bytes).into_owned())
-}
-
 /// Removes `path`; a file that is already gone is not an error.
 ///
 /// # Errors
@@ -112,6 +98,42 @@ pub(crate) fn create_dir_all(path: &Path, mode: u32) -> Result<()> {
         .mode(mode)
         .create(path)
         .map_err(|e| Error::io("create directory", path, e))
+}
+
+/// The end of the file at `path` as text (invalid UTF-8 replaced): its
+/// bytes from offset `from`, or only its last `max_bytes` when that starts
+/// later; never more than `max_bytes`, even if the file grows meanwhile.
+///
+/// # Errors
+///
+/// The file cannot be opened, sought or read.
+pub(crate) fn read_tail(path: &Path, max_bytes: u64, from: u64) -> io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(from.max(len.saturating_sub(max_bytes))))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The tail of a log: the last `max_bytes` of the file at `path`, and of
+/// those only the last `lines` lines when given (each ending with a
+/// newline). Empty when the file cannot be read: a tail is quoted in
+/// answers and messages, where a missing log is no error.
+pub(crate) fn tail(path: &Path, max_bytes: u64, lines: Option<usize>) -> String {
+    let Ok(text) = read_tail(path, max_bytes, 0) else {
+        return String::new();
+    };
+    let Some(n) = lines else {
+        return text;
+    };
+    let all: Vec<&str> = text.lines().collect();
+    let mut out = all[all.len().saturating_sub(n)..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -146,15 +168,16 @@ mod tests {
     }
 
     #[test]
-    fn read_tail_starts_at_the_offset_and_keeps_the_last_bytes() {
+    fn tail_keeps_the_last_lines_of_the_last_bytes() {
         let dir = scratch("tail");
-        let path = dir.join("log");
-        fs::write(&path, "one\ntwo\nthree\n").unwrap();
-        assert_eq!(read_tail(&path, 0, 100).unwrap(), "one\ntwo\nthree\n");
-        assert_eq!(read_tail(&path, 4, 100).unwrap(), "two\nthree\n");
-        assert_eq!(read_tail(&path, 0, 6).unwrap(), "three\n");
-        assert_eq!(read_tail(&path, 99, 6).unwrap(), "");
-        assert!(read_tail(&dir.join("absent"), 0, 6).is_none());
+        let path = dir.join("x.log");
+        fs::write(&path, "a\nb\nc\n").unwrap();
+        assert_eq!(tail(&path, 1 << 20, Some(2)), "b\nc\n");
+        assert_eq!(tail(&path, 1 << 20, None), "a\nb\nc\n");
+        assert_eq!(tail(&path, 4, None), "b\nc\n");
+        assert_eq!(tail(&path, 1 << 20, Some(0)), "");
+        assert_eq!(tail(&dir.join("none"), 1 << 20, Some(2)), "");
+        assert_eq!(read_tail(&path, 1 << 20, 4).unwrap(), "c\n");
         fs::remove_dir_all(dir).unwrap();
     }
 

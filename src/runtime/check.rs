@@ -330,9 +330,8 @@ fn run_supervised(launch: &Launch, scratch: &Path, port: Option<u16>) -> Result<
         port.is_some_and(net::port_answers)
     });
     let tail = || {
-        let text = fsutil::read_tail(&log_path, 0, LOG_TAIL_BYTES).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("; ")
+        let text = fsutil::tail(&log_path, LOG_TAIL_BYTES, Some(LOG_TAIL_LINES));
+        text.lines().collect::<Vec<_>>().join("; ")
     };
     if let Some(status) = exited {
         return Err(Error::invalid(format!(

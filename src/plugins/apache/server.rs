@@ -324,7 +324,7 @@ fn answers_http(port: u16) -> bool {
 
 /// What Apache's log gained since `offset` (at most its last 2 KiB).
 fn log_since(path: &Path, offset: u64) -> String {
-    let Some(text) = fsutil::read_tail(path, offset, LOG_TAIL_BYTES) else {
+    let Ok(text) = fsutil::read_tail(path, LOG_TAIL_BYTES, offset) else {
         return "no log".into();
     };
     // Apache's own lines, and of the supervisor's (which start with their
