@@ -37,6 +37,10 @@ pub struct ControlFile {
     /// The heart's HTTP port on 127.0.0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The heart's address file (`DATA_DIR/address`): read at each try of
+    /// the report, so that it reaches the heart that runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_file: Option<PathBuf>,
     /// A whole base URL for the report, instead of `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_url: Option<String>,

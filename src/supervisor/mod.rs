@@ -29,6 +29,7 @@ mod report;
 
 use std::ffi::OsString;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -53,7 +54,7 @@ use crate::signal::{self, SignalPipe};
 use crate::wait;
 
 use self::log::Log;
-use self::report::{Outcome, Target};
+use self::report::{Base, Outcome, Target};
 
 const PROG: &str = "pm-supervisor";
 
@@ -204,14 +205,9 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
     };
     let base = match (&control.report_url, control.port) {
         (Some(url), _) => {
-            if !url.starts_with("http://") {
-                return Err(Error::invalid(format!(
-                    "report_url {url:?} is not an http:// URL"
-                )));
-            }
-            url.trim_end_matches('/').to_owned()
+            Base::parse(url).map_err(|e| Error::invalid(format!("report_url {e}")))?
         }
-        (None, Some(port)) if port != 0 => format!("http://127.0.0.1:{port}"),
+        (None, Some(port)) if port != 0 => Base::of_addr(SocketAddr::from(([127, 0, 0, 1], port))),
         _ => return Err(Error::invalid("neither port nor report_url is given")),
     };
     if !valid_url_segment(&control.exit_key) {
@@ -243,6 +239,7 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
         stop_timeout,
         target: Target {
             base,
+            address_file: control.address_file,
             instance_id: control.instance_id,
             exit_key: control.exit_key,
             deadline,
@@ -626,7 +623,7 @@ mod tests {
         ));
         let config = validate(Path::new("/c.json"), c).unwrap();
         assert_eq!(config.argv, ["echo", "a b"]);
-        assert_eq!(config.target.base, "http://127.0.0.1:1");
+        assert_eq!(config.target.base.authority, "127.0.0.1:1");
         assert_eq!(
             config.target.exited_file,
             PathBuf::from("/run/web-1.exited")

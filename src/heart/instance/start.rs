@@ -282,6 +282,7 @@ impl Node {
             environment: launch.environment.clone(),
             exit_key: key.to_string(),
             port: Some(self.heart_port),
+            address_file: Some(self.layout.address()),
             report_url: self.report_url.clone(),
             log_file: self.layout.log(id),
             pidfile: self.layout.pidfile(id),

@@ -163,6 +163,7 @@ pub(super) fn launch_apache(
             layout.conf.to_string_lossy().into_owned(),
         ]),
         shell: false,
+        address_file: None,
         cwd: layout.dir.clone(),
         environment: Environment::new(),
         exit_key: secret::random_hex(16)?,
