@@ -832,6 +832,8 @@ impl Node {
             stop_timeout: Some(launch.stop_timeout),
             report_deadline: None,
             user: None,
+            cgroups: Vec::new(),
+            nofile: None,
         };
         let tail = || log_tail(log_path, Some(TAIL_LINES));
         let identity = match supervise::launch(&self.config.supervisor, &control_path, &control) {

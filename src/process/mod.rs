@@ -31,7 +31,8 @@ pub(crate) use reap::{
     become_subreaper, children_of, reap, reap_ended, signal_group, wait_any_unreaped,
 };
 pub(crate) use spawn::{
-    detach, mark_inherited_cloexec, resolve_user, spawn_supervised, Credentials, Detached,
+    detach, mark_inherited_cloexec, resolve_user, spawn_supervised, Confinement, Credentials,
+    Detached,
 };
 
 /// A process as the kernel knows it: pid plus start time.

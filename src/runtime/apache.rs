@@ -1108,6 +1108,8 @@ fn launch_apache(
         stop_timeout: Some(STOP_TIMEOUT),
         report_deadline: Some(Seconds::from_secs(0)),
         user: None,
+        cgroups: Vec::new(),
+        nofile: None,
     };
     let log_start = fs::metadata(&layout.log).map(|m| m.len()).unwrap_or(0);
     let identity =
