@@ -99,4 +99,6 @@ fn parse_pids(text: &str) -> Vec<i32> {
 }
 
 #[cfg(test)]
+mod root_tests;
+#[cfg(test)]
 pub(crate) mod tests;
