@@ -7,6 +7,7 @@
 //! - [`seconds`]: [`Seconds`], the one parser and bound of every timeout;
 //! - [`control`]: the supervisor's control file and exit report path;
 //! - [`exited`]: the `.exited` file, with its one writer and one reader;
+//! - [`limits`]: an instance's resource limits, parsed once at the edge;
 //! - [`api`]: the heart's HTTP API bodies;
 //! - [`plugin`]: the external runtime plugin protocol;
 //! - [`pacemaker`]: the reports to the optional controller.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod control;
 pub mod exited;
 pub mod id;
+pub mod limits;
 pub mod pacemaker;
 pub mod plugin;
 pub mod seconds;
@@ -34,6 +36,7 @@ pub use control::{
     exit_report_path, Command, ControlFile, DEFAULT_REPORT_DEADLINE, DEFAULT_STOP_TIMEOUT,
 };
 pub use id::{InstanceId, InvalidId, INSTANCE_ID_MAX};
+pub use limits::{Bytes, CpuMax, InvalidLimit, Limits};
 pub use pacemaker::NodeReport;
 pub use plugin::{
     PluginEnvironment, PluginEnvironmentRequest, PluginInstance, PluginMessage, PluginStart,

@@ -47,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::exit::Supervisor as Code;
 use crate::fsutil;
 use crate::process::forward::{self, Others, Slot};
-use crate::process::{self, Credentials, Detached};
+use crate::process::{self, Confinement, Credentials, Detached};
 use crate::protocol::{self, exited, ControlFile};
 use crate::shellwords;
 use crate::signal::{self, SignalPipe};
@@ -137,6 +137,8 @@ pub(crate) struct Config {
     pub target: Target,
     /// The user to run as, resolved.
     pub credentials: Option<Credentials>,
+    /// The control groups to join and RLIMIT_NOFILE, prepared.
+    pub confinement: Confinement,
 }
 
 /// A failure before the command runs, with the exit code it causes.
@@ -227,6 +229,7 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
         Some(name) => Some(process::resolve_user(name)?),
         None => None,
     };
+    let confinement = Confinement::new(&control.cgroups, control.nofile)?;
     let exited_file = exited::path(exited::dir_of(&control.pidfile), &control.instance_id);
     Ok(Config {
         control_path: path.to_path_buf(),
@@ -246,6 +249,7 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
             exited_file,
         },
         credentials,
+        confinement,
     })
 }
 
@@ -414,7 +418,8 @@ fn start(config: &Config, log: &Log) -> io::Result<Pid> {
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    let child = process::spawn_supervised(&mut cmd, config.credentials.as_ref())?;
+    let child =
+        process::spawn_supervised(&mut cmd, config.credentials.as_ref(), &config.confinement)?;
     let pid = Pid::from_raw(child.id() as i32);
     // `child` is dropped without `wait`: the main thread reaps with
     // waitid/waitpid, and two reapers for one child would race.

@@ -283,6 +283,8 @@ impl Node {
             exit_key: key.to_string(),
             port: Some(self.heart_port),
             address_file: Some(self.layout.address()),
+            cgroups: Vec::new(),
+            nofile: None,
             report_url: self.report_url.clone(),
             log_file: self.layout.log(id),
             pidfile: self.layout.pidfile(id),

@@ -164,6 +164,8 @@ pub(super) fn launch_apache(
         ]),
         shell: false,
         address_file: None,
+        cgroups: Vec::new(),
+        nofile: None,
         cwd: layout.dir.clone(),
         environment: Environment::new(),
         exit_key: secret::random_hex(16)?,
