@@ -20,7 +20,6 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub(crate) struct Lock {
     _file: Flock<File>,
-    path: PathBuf,
 }
 
 /// Why [`acquire`] did not get the lock.
@@ -49,13 +48,6 @@ impl std::fmt::Display for Refused {
             }
             Refused::Failed(e) => write!(f, "{e}"),
         }
-    }
-}
-
-impl Lock {
-    /// The lock file.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -97,10 +89,7 @@ pub(crate) fn acquire(path: &Path) -> std::result::Result<Lock, Refused> {
         .and_then(|()| file.seek(SeekFrom::Start(0)))
         .and_then(|_| file.write_all(pid.as_bytes()))
         .map_err(|e| Refused::Failed(Error::io("write lock file", path, e)))?;
-    Ok(Lock {
-        _file: file,
-        path: path.to_path_buf(),
-    })
+    Ok(Lock { _file: file })
 }
 
 /// Like [`acquire`], as a plain [`Result`] for callers that only report.
@@ -126,7 +115,6 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("lock");
         let lock = acquire(&path).unwrap();
-        assert_eq!(lock.path(), path);
         // flock locks belong to the open file: a second open in this very
         // process is refused like another process would be.
         match acquire(&path) {

@@ -18,10 +18,9 @@ use crate::protocol::{
     Application, Environment, InstanceId, InstanceView, Parameters, Restart, RuntimeSpec, Seconds,
     State,
 };
-use crate::runtime::shell;
 
 /// Default bound of each startup command (parameter `startup_timeout`).
-pub(crate) const DEFAULT_STARTUP_TIMEOUT: Seconds = Seconds::from_secs(300);
+pub(crate) use crate::plugins::params::DEFAULT_STARTUP_TIMEOUT;
 
 /// The runtime parameter `startup_timeout`, or its default.
 ///
@@ -29,7 +28,7 @@ pub(crate) const DEFAULT_STARTUP_TIMEOUT: Seconds = Seconds::from_secs(300);
 ///
 /// The parameter is not a number of seconds within the bound.
 pub(crate) fn startup_timeout(parameters: &Parameters) -> Result<Seconds> {
-    shell::seconds_param(parameters, "startup_timeout", DEFAULT_STARTUP_TIMEOUT)
+    crate::plugins::params::startup_timeout(parameters)
 }
 
 /// Restart backoff of one instance; survives a heart restart.

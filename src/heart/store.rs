@@ -89,11 +89,6 @@ impl Store {
         Ok((store, records))
     }
 
-    /// The directory of the record files.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Writes `record`, atomically and durably.
     ///
     /// # Errors
@@ -253,7 +248,7 @@ mod tests {
         store.remove(&"never".parse().unwrap()).unwrap();
         let (_, records) = open(&data.0).unwrap();
         assert_eq!(records, vec![rec("b", 3)]);
-        let mode = fs::metadata(store.dir().join("b.json")).unwrap();
+        let mode = fs::metadata(store.dir.join("b.json")).unwrap();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
             0o600
@@ -266,15 +261,15 @@ mod tests {
         let (store, _) = open(&data.0).unwrap();
         store.put(&rec("a", 1)).unwrap();
         fs::write(
-            store.dir().join("a.json.new"),
+            store.dir.join("a.json.new"),
             "{\"instance_id\": \"a\", \"n\"",
         )
         .unwrap();
         let (_, records) = open(&data.0).unwrap();
         assert_eq!(records, vec![rec("a", 1)]);
-        assert!(!store.dir().join("a.json.new").exists());
+        assert!(!store.dir.join("a.json.new").exists());
 
-        let bad = store.dir().join("c.json");
+        let bad = store.dir.join("c.json");
         fs::write(&bad, "not json").unwrap();
         let err = open(&data.0).unwrap_err().to_string();
         assert!(err.contains(&bad.display().to_string()), "{err}");

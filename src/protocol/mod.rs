@@ -8,6 +8,7 @@
 //! - [`control`]: the supervisor's control file and exit report path;
 //! - [`exited`]: the `.exited` file, with its one writer and one reader;
 //! - [`health`]: an instance's health check;
+//! - [`limits`]: an instance's resource limits, parsed once at the edge;
 //! - [`api`]: the heart's HTTP API bodies;
 //! - [`plugin`]: the external runtime plugin protocol;
 //! - [`pacemaker`]: the reports to the optional controller.
@@ -24,6 +25,7 @@ pub mod control;
 pub mod exited;
 pub mod health;
 pub mod id;
+pub mod limits;
 pub mod pacemaker;
 pub mod plugin;
 pub mod seconds;
@@ -37,6 +39,7 @@ pub use control::{
 };
 pub use health::{CheckKind, HealthCheck};
 pub use id::{InstanceId, InvalidId, INSTANCE_ID_MAX};
+pub use limits::{Bytes, CpuMax, InvalidLimit, Limits};
 pub use pacemaker::NodeReport;
 pub use plugin::{
     PluginEnvironment, PluginEnvironmentRequest, PluginInstance, PluginMessage, PluginStart,

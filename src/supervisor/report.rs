@@ -224,17 +224,7 @@ fn try_once(base: &Base, path: &str, timeout: Duration) -> Result<u16, String> {
             Err(e) => return Err(format!("read from {addr}: {e}")),
         }
     }
-    parse_status(&head[..got]).ok_or_else(|| format!("no HTTP answer from {addr}"))
-}
-
-/// The status code of an `HTTP/1.x NNN` status line.
-fn parse_status(head: &[u8]) -> Option<u16> {
-    let text = std::str::from_utf8(head).ok()?;
-    let rest = text.strip_prefix("HTTP/1.")?;
-    let code = rest.get(2..5)?;
-    (rest.as_bytes().get(1) == Some(&b' '))
-        .then(|| code.parse().ok())
-        .flatten()
+    crate::net::parse_status(&head[..got]).ok_or_else(|| format!("no HTTP answer from {addr}"))
 }
 
 #[cfg(test)]
@@ -257,14 +247,6 @@ mod tests {
         assert_eq!(b.authority, "[::1]:9");
         assert!(Base::parse("https://x").is_err());
         assert!(Base::parse("http:///x").is_err());
-    }
-
-    #[test]
-    fn status_lines_are_read() {
-        assert_eq!(parse_status(b"HTTP/1.1 200 OK"), Some(200));
-        assert_eq!(parse_status(b"HTTP/1.0 403"), Some(403));
-        assert_eq!(parse_status(b"HTTP/1.1 20"), None);
-        assert_eq!(parse_status(b"SSH-2.0-Open"), None);
     }
 
     #[test]

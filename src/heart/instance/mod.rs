@@ -66,9 +66,9 @@ use crate::error::{Error, Refusal, Result};
 use crate::fsutil;
 use crate::heart::PROG;
 use crate::net;
+use crate::plugins::{self, Context, Registry};
 use crate::process::Identity;
 use crate::protocol::{InstanceId, InstanceView, NodeReport, PluginInstance, State};
-use crate::runtime::{self, Context, Registry};
 use crate::supervise::{self, Terminated};
 
 /// The most of a log answered or quoted, from its end.
@@ -150,7 +150,7 @@ impl Node {
             listen,
             address,
         } = setup;
-        let registry = Registry::new(runtime::plugin_dirs(&config.plugin_dirs));
+        let registry = Registry::new(plugins::plugin_dirs(&config.plugin_dirs));
         let heart_port = listen.port();
         let ip = listen.ip();
         let report_url =

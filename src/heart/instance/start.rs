@@ -18,11 +18,11 @@ use super::{lock, now, Node};
 use crate::error::{Error, Refusal, Result};
 use crate::heart::record::{Backoff, Record, DEFAULT_STARTUP_TIMEOUT};
 use crate::net;
+use crate::plugins::{self, params, Started};
 use crate::process;
 use crate::protocol::{
     self, ControlFile, Environment, InstanceId, InstanceView, PluginInstance, Restart, State,
 };
-use crate::runtime::{self, shell, Started};
 use crate::secret::random_hex;
 use crate::supervise;
 use crate::wait;
@@ -206,12 +206,8 @@ impl Node {
                     Ok(())
                 })?;
                 if let Some(port) = rec.port {
-                    let timeout = shell::seconds_param(
-                        &rec.runtime.parameters,
-                        "start_timeout",
-                        shell::DEFAULT_START_TIMEOUT,
-                    )
-                    .unwrap_or(shell::DEFAULT_START_TIMEOUT);
+                    let timeout = params::start_timeout(&rec.runtime.parameters)
+                        .unwrap_or(params::DEFAULT_START_TIMEOUT);
                     if !wait::until_soon(timeout.duration(), || net::port_answers(port)) {
                         let _ = rt.stop(&self.ctx, &instance);
                         return Err(StartFailure::new(format!(
@@ -272,7 +268,7 @@ impl Node {
 
     /// Runs `launch` under a detached `pm-supervisor` and waits until the
     /// instance is ready, has exited, or the start timeout passed.
-    fn supervise(&self, rec: &Record, key: &str, launch: &runtime::Launch) -> Outcome<String> {
+    fn supervise(&self, rec: &Record, key: &str, launch: &plugins::Launch) -> Outcome<String> {
         let id = &rec.instance_id;
         let control_path = self.layout.control(id);
         let _ = crate::fsutil::remove_if_exists(&self.layout.exited(id));
@@ -285,6 +281,8 @@ impl Node {
             exit_key: key.to_string(),
             port: Some(self.heart_port),
             address_file: Some(self.layout.address()),
+            cgroups: Vec::new(),
+            nofile: None,
             report_url: self.report_url.clone(),
             log_file: self.layout.log(id),
             pidfile: self.layout.pidfile(id),
