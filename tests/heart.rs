@@ -960,7 +960,10 @@ fn store_files(data: &Path) -> Vec<(String, Vec<u8>)> {
         .map(|dir| {
             dir.filter_map(|e| {
                 let e = e.ok()?;
-                Some((e.file_name().into_string().ok()?, fs::read(e.path()).ok()?))
+                let name = e.file_name().into_string().ok()?;
+                // A write in progress (`ID.json.new`) is not a record yet.
+                name.ends_with(".json")
+                    .then(|| Some((name, fs::read(e.path()).ok()?)))?
             })
             .collect()
         })
