@@ -781,3 +781,46 @@ fn help_names_every_option() {
         assert!(text.contains(option), "{option} missing: {text}");
     }
 }
+
+/// Pids whose command line is exactly `args`.
+fn pids_running(args: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+#[test]
+fn a_supervisor_that_cannot_record_itself_ends_its_command_and_fails() {
+    let heart = Heart::new(200);
+    let marker = format!("3599.{}", std::process::id());
+    let inst = Instance::sh("nopid", &format!("exec sleep {marker}"), heart.port);
+    // The pidfile's temporary file cannot be created: a full disk, an I/O
+    // error, simulated.
+    fs::create_dir_all(inst.dir.join("run/sup.pid.new")).unwrap();
+    let path = inst.write_control();
+    let out = Command::new(SUPERVISOR)
+        .arg("--detach")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let leaked = pids_running(&["sleep", &marker]);
+    for pid in &leaked {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    assert_eq!(out.status.code(), Some(111), "{out:?}");
+    assert!(
+        leaked.is_empty(),
+        "the command was left running: {leaked:?}"
+    );
+    assert!(!inst.pidfile().exists());
+    wait_until(LONG, "the log line", || {
+        inst.log().contains("Unable to record the supervisor")
+    });
+}
