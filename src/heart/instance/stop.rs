@@ -45,7 +45,7 @@ impl Node {
             if let Err(e) = self.managed_stop(&rec) {
                 failure = Some(e.to_string());
             }
-        } else if let Some(identity) = rec.supervisor {
+        } else if let Some(identity) = self.supervisor_of(&rec) {
             let stop_timeout = rec
                 .stop_timeout
                 .unwrap_or(protocol::DEFAULT_STOP_TIMEOUT)
@@ -111,7 +111,7 @@ impl Node {
                 ));
             }
         }
-        if let Some(identity) = rec.supervisor {
+        if let Some(identity) = self.supervisor_of(&rec) {
             // ERROR or SUSPENDED with a supervisor that somehow lives on.
             self.terminate(&identity, &self.layout.control(id), DEREGISTER_STOP_TIMEOUT);
         }
