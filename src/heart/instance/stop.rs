@@ -30,12 +30,14 @@ impl Node {
         let op = self.op_lock(id);
         let _guard = lock(&op);
         let rec = self.update(id, |rec| {
-            if matches!(rec.state, State::Registered | State::Stopped) {
+            let restart_pending = rec.backoff.next_restart.is_some();
+            if matches!(rec.state, State::Registered | State::Stopped) && !restart_pending {
                 return Err(Error::refused(
                     Refusal::Conflict,
                     format!("cannot stop {id}: it is {}", rec.state.as_str()),
                 ));
             }
+            // A stop while a restart waits for its backoff cancels it.
             rec.stop_requested = true;
             rec.backoff.next_restart = None;
             Ok(rec.clone())
