@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub(crate) mod cli;
+pub(crate) mod digest;
 pub(crate) mod error;
 pub(crate) mod exit;
 pub(crate) mod fsutil;
