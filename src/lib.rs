@@ -17,6 +17,7 @@
 
 #![deny(unsafe_code)]
 
+pub(crate) mod archive;
 pub(crate) mod cli;
 pub(crate) mod digest;
 pub(crate) mod error;
