@@ -22,6 +22,7 @@ pub(crate) mod cli;
 pub(crate) mod digest;
 pub(crate) mod error;
 pub(crate) mod exit;
+pub(crate) mod fetch;
 pub(crate) mod fsutil;
 pub(crate) mod net;
 #[allow(unsafe_code)]
