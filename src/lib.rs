@@ -21,12 +21,15 @@
 
 #![deny(unsafe_code)]
 
+pub(crate) mod archive;
 // Until the heart wires control groups in (issue 12); remove it then.
 #[allow(dead_code, unused_imports)]
 pub(crate) mod cgroup;
 pub(crate) mod cli;
+pub(crate) mod digest;
 pub(crate) mod error;
 pub(crate) mod exit;
+pub(crate) mod fetch;
 pub(crate) mod fsutil;
 pub(crate) mod lockfile;
 pub(crate) mod metrics;
