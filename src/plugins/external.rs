@@ -219,7 +219,7 @@ impl External {
             &format!("runtime plugin {} ({})", self.name, self.path.display()),
         )?
         .ok_or_else(|| {
-            Error::invalid(format!(
+            Error::TimedOut(format!(
                 "{} timed out after {:.1} s; its process group was killed",
                 self.context(mode),
                 self.timeout.as_secs_f64()
