@@ -160,6 +160,7 @@ fn read_response(stream: &mut TcpStream) -> io::Result<Response> {
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // A server that closes with unread data resets the
             // connection; what arrived before counts.
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
