@@ -100,18 +100,25 @@ fn static_site(dir: &Dir) -> PathBuf {
     dir.join("site")
 }
 
-fn apache_dir(data: &Path) -> PathBuf {
-    data.join("runtimes/apache")
+/// The PHP version of the node, a PHP application and a static site in
+/// the heart's scratch directory.
+fn php_and_static(heart: &TestHeart) -> (String, PathBuf, PathBuf) {
+    (
+        php_version(heart),
+        php_app(heart.dir()),
+        static_site(heart.dir()),
+    )
+}
+
+/// The managed Apache's server root in the heart's data directory.
+fn apache_dir(heart: &TestHeart) -> PathBuf {
+    heart.data().join("runtimes/apache")
 }
 
 #[test]
 fn php_and_static_side_by_side() {
     let heart = apache_heart("apache-side-by-side");
-    let dir = heart.dir();
-    let data = heart.data().to_path_buf();
-    let version = php_version(&heart);
-    let app = php_app(dir);
-    let site_dir = static_site(dir);
+    let (version, app, site_dir) = php_and_static(&heart);
 
     let p = heart.run_instance(php("p", &app, &version, json!({"GREETING": "hi there"})));
     let s = heart.run_instance(site("s", &site_dir, json!({})));
@@ -129,7 +136,7 @@ fn php_and_static_side_by_side() {
     assert!(!body_of(sp, "/code.php").starts_with("EXECUTED"));
     // PHP's own error log is the instance log.
     assert!(
-        fs::read_to_string(apache_dir(&data).join("instances/p.conf"))
+        fs::read_to_string(apache_dir(&heart).join("instances/p.conf"))
             .unwrap()
             .contains("/logs/p.log")
     );
@@ -141,7 +148,7 @@ fn php_and_static_side_by_side() {
     assert_eq!(body_of(sp, "/page.html"), "<p>a static page</p>\n");
 
     // The last instance takes Apache with it.
-    let httpd = read_pid(&apache_dir(&data).join("run/httpd.pid")).unwrap();
+    let httpd = read_pid(&apache_dir(&heart).join("run/httpd.pid")).unwrap();
     let answer = heart.stop("s");
     assert_eq!(answer.status, 200, "{answer:?}");
     wait_until(T, "Apache to stop with its last instance", || !alive(httpd));
@@ -156,10 +163,8 @@ fn php_and_static_side_by_side() {
 #[test]
 fn environment_values_cannot_change_the_configuration() {
     let heart = apache_heart("apache-injection");
-    let dir = heart.dir();
-    let data = heart.data().to_path_buf();
     let version = php_version(&heart);
-    let app = php_app(dir);
+    let app = php_app(heart.dir());
     let good = heart.run_instance(php("good", &app, &version, json!({})));
 
     // Two ports of the block that the heart does not hand out.
@@ -172,10 +177,7 @@ fn environment_values_cannot_change_the_configuration() {
     );
     let answer = heart.register(php("evil", &app, &version, json!({"EVIL": evil})));
     assert_eq!(answer.status, 201, "{answer:?}");
-    let answer = heart.start("evil");
-    assert_ne!(answer.status, 200, "{answer:?}");
-    assert_eq!(heart.show("evil")["state"], "ERROR", "{answer:?}");
-    let message = heart.show("evil")["message"].as_str().unwrap().to_string();
+    let message = heart.start_fails("evil");
     assert!(
         message.contains("EVIL") && message.contains("newline"),
         "{message}"
@@ -184,8 +186,8 @@ fn environment_values_cannot_change_the_configuration() {
         fetch(first, "/").is_none(),
         "the injected Listen took effect"
     );
-    assert!(!apache_dir(&data).join("instances/evil.conf").exists());
-    assert!(!fs::read_to_string(apache_dir(&data).join("httpd.conf"))
+    assert!(!apache_dir(&heart).join("instances/evil.conf").exists());
+    assert!(!fs::read_to_string(apache_dir(&heart).join("httpd.conf"))
         .unwrap()
         .contains(&first.to_string()));
     assert_eq!(body_of(port_of(&good), "/"), "php says hello");
@@ -205,10 +207,8 @@ fn environment_values_cannot_change_the_configuration() {
 #[test]
 fn document_root_stays_inside_the_instance() {
     let heart = apache_heart("apache-docroot");
-    let dir = heart.dir();
-    let data = heart.data().to_path_buf();
-    let site_dir = static_site(dir);
-    dir.write("site/public/index.html", "public part\n");
+    let site_dir = static_site(heart.dir());
+    heart.dir().write("site/public/index.html", "public part\n");
     std::os::unix::fs::symlink("/etc", site_dir.join("out")).unwrap();
     std::os::unix::fs::symlink("public", site_dir.join("in")).unwrap();
 
@@ -225,11 +225,7 @@ fn document_root_stays_inside_the_instance() {
     let refused = match answer.status {
         422 => true,
         201 => {
-            let answer = heart.start("link");
-            assert_ne!(answer.status, 200, "{answer:?}");
-            let view = heart.show("link");
-            assert_eq!(view["state"], "ERROR", "{view}");
-            let message = view["message"].as_str().unwrap();
+            let message = heart.start_fails("link");
             assert!(
                 message.contains("leaves the instance directory"),
                 "{message}"
@@ -239,7 +235,7 @@ fn document_root_stays_inside_the_instance() {
         _ => panic!("{answer:?}"),
     };
     assert!(refused);
-    assert!(!apache_dir(&data).join("instances/link.conf").exists());
+    assert!(!apache_dir(&heart).join("instances/link.conf").exists());
 
     let ok = heart.run_instance(site("ok", &site_dir, json!({"document_root": "in"})));
     assert_eq!(body_of(port_of(&ok), "/"), "public part\n");
@@ -248,14 +244,12 @@ fn document_root_stays_inside_the_instance() {
 #[test]
 fn a_rejected_configuration_harms_only_its_instance() {
     let heart = apache_heart("apache-rejected");
-    let dir = heart.dir();
-    let data = heart.data().to_path_buf();
-    let site_dir = static_site(dir);
+    let site_dir = static_site(heart.dir());
     let a = heart.run_instance(site("a", &site_dir, json!({})));
     let b = heart.run_instance(site("b", &site_dir, json!({})));
 
     // Break a's file on disk; the next reload finds it.
-    let file = apache_dir(&data).join("instances/a.conf");
+    let file = apache_dir(&heart).join("instances/a.conf");
     let mut text = fs::read_to_string(&file).unwrap();
     text.push_str("NoSuchDirective here\n");
     fs::write(&file, text).unwrap();
@@ -265,8 +259,7 @@ fn a_rejected_configuration_harms_only_its_instance() {
     assert_eq!(body_of(port_of(&c), "/page.html"), "<p>a static page</p>\n");
     assert!(fetch(port_of(&a), "/").is_none());
 
-    let view = heart.wait_state("a", "ERROR");
-    let message = view["message"].as_str().unwrap();
+    let message = heart.wait_message("a", "ERROR");
     assert!(
         message.contains("NoSuchDirective") && message.contains("a.conf"),
         "{message}"
@@ -276,20 +269,14 @@ fn a_rejected_configuration_harms_only_its_instance() {
 
     // What `-t` cannot see (an error log Apache could not open on the
     // reload, and would die of) is refused before the reload.
-    let httpd = read_pid(&apache_dir(&data).join("run/httpd.pid")).unwrap();
-    fs::create_dir_all(data.join("logs/d.log")).unwrap();
+    let httpd = read_pid(&apache_dir(&heart).join("run/httpd.pid")).unwrap();
+    fs::create_dir_all(heart.data().join("logs/d.log")).unwrap();
     let answer = heart.register(site("d", &site_dir, json!({})));
     assert_eq!(answer.status, 201, "{answer:?}");
-    let answer = heart.start("d");
-    assert_ne!(answer.status, 200, "{answer:?}");
-    let view = heart.show("d");
-    assert_eq!(view["state"], "ERROR", "{view}");
-    assert!(
-        view["message"].as_str().unwrap().contains("d.log"),
-        "{view}"
-    );
+    let message = heart.start_fails("d");
+    assert!(message.contains("d.log"), "{message}");
     assert_eq!(
-        read_pid(&apache_dir(&data).join("run/httpd.pid")),
+        read_pid(&apache_dir(&heart).join("run/httpd.pid")),
         Some(httpd)
     );
     assert_eq!(body_of(port_of(&b), "/page.html"), "<p>a static page</p>\n");
@@ -303,10 +290,7 @@ fn a_rejected_configuration_harms_only_its_instance() {
 #[test]
 fn graceful_reloads_lose_no_request() {
     let heart = apache_heart("apache-graceful");
-    let dir = heart.dir();
-    let version = php_version(&heart);
-    let app = php_app(dir);
-    let site_dir = static_site(dir);
+    let (version, app, site_dir) = php_and_static(&heart);
     let first = heart.run_instance(php("first", &app, &version, json!({})));
     heart.run_instance(site("second", &site_dir, json!({})));
 
@@ -348,10 +332,7 @@ fn graceful_reloads_lose_no_request() {
 #[test]
 fn apache_outlives_the_heart_and_comes_back_when_killed() {
     let mut heart = apache_heart("apache-crash");
-    let data = heart.data().to_path_buf();
-    let version = php_version(&heart);
-    let app = php_app(heart.dir());
-    let site_dir = static_site(heart.dir());
+    let (version, app, site_dir) = php_and_static(&heart);
     let mut body = php("p", &app, &version, json!({}));
     body["restart"] = json!("on-failure");
     let p = heart.run_instance(body);
@@ -365,17 +346,16 @@ fn apache_outlives_the_heart_and_comes_back_when_killed() {
     assert_eq!(heart.show("s")["state"], "RUNNING");
     assert_eq!(body_of(pp, "/"), "php says hello");
 
-    let httpd = read_pid(&apache_dir(&data).join("run/httpd.pid")).unwrap();
+    let httpd = read_pid(&apache_dir(&heart).join("run/httpd.pid")).unwrap();
     kill(Pid::from_raw(httpd), Signal::SIGKILL).unwrap();
 
     // `s` (restart never) ends in ERROR; `p` (on-failure) comes back on a
     // new Apache.
-    let view = heart.wait_state("s", "ERROR");
-    let message = view["message"].as_str().unwrap();
+    let message = heart.wait_message("s", "ERROR");
     assert!(message.contains("Apache is not running"), "{message}");
     wait_until(T, "p to answer on a new Apache", || {
         heart.show("p")["state"] == "RUNNING"
-            && read_pid(&apache_dir(&data).join("run/httpd.pid")).is_some_and(|pid| pid != httpd)
+            && read_pid(&apache_dir(&heart).join("run/httpd.pid")).is_some_and(|pid| pid != httpd)
             && fetch(pp, "/").is_some_and(|(status, _)| status == 200)
     });
     assert_eq!(body_of(pp, "/"), "php says hello");
@@ -408,10 +388,9 @@ fn a_node_without_apache_says_so() {
 #[test]
 fn stop_on_exit_takes_apache_down_with_the_heart() {
     let mut heart = apache_heart("apache-stop-on-exit");
-    let data = heart.data().to_path_buf();
     let site_dir = static_site(heart.dir());
     let s = heart.run_instance(site("s", &site_dir, json!({})));
-    let httpd = read_pid(&apache_dir(&data).join("run/httpd.pid")).unwrap();
+    let httpd = read_pid(&apache_dir(&heart).join("run/httpd.pid")).unwrap();
 
     // Without --stop-on-exit, SIGTERM leaves Apache serving.
     assert!(heart.terminate().success());
@@ -428,7 +407,6 @@ fn stop_on_exit_takes_apache_down_with_the_heart() {
 #[test]
 fn concurrent_starts_do_not_race_on_reloads() {
     let heart = apache_heart("apache-concurrent");
-    let data = heart.data().to_path_buf();
     let site_dir = static_site(heart.dir());
     let ids: Vec<String> = (0..6).map(|n| format!("c{n}")).collect();
     for id in &ids {
@@ -458,7 +436,7 @@ fn concurrent_starts_do_not_race_on_reloads() {
             "<p>a static page</p>\n"
         );
     }
-    let instances = fs::read_dir(apache_dir(&data).join("instances"))
+    let instances = fs::read_dir(apache_dir(&heart).join("instances"))
         .unwrap()
         .count();
     assert_eq!(instances, ids.len());
@@ -471,10 +449,9 @@ fn a_placeholder_port_keeps_apache_running() {
     apache_options(&mut heart)
         .env("PM_APACHE_KEEP_PORT", keep.to_string())
         .spawn();
-    let data = heart.data().to_path_buf();
     let site_dir = static_site(heart.dir());
     let s = heart.run_instance(site("s", &site_dir, json!({})));
-    let httpd = read_pid(&apache_dir(&data).join("run/httpd.pid")).unwrap();
+    let httpd = read_pid(&apache_dir(&heart).join("run/httpd.pid")).unwrap();
     let answer = heart.stop("s");
     assert_eq!(answer.status, 200, "{answer:?}");
     assert!(fetch(port_of(&s), "/").is_none());
@@ -485,7 +462,7 @@ fn a_placeholder_port_keeps_apache_running() {
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(body_of(port_of(&s), "/page.html"), "<p>a static page</p>\n");
     assert_eq!(
-        read_pid(&apache_dir(&data).join("run/httpd.pid")),
+        read_pid(&apache_dir(&heart).join("run/httpd.pid")),
         Some(httpd)
     );
 }

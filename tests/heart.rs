@@ -292,14 +292,8 @@ fn exit_reports_are_one_time_and_keyed() {
 
     // Non-zero → ERROR.
     make_exit(&heart, "e7", 7);
-    let view = heart.wait_state("e7", "ERROR");
-    assert!(
-        view["message"]
-            .as_str()
-            .unwrap()
-            .contains("exited with code 7"),
-        "{view}"
-    );
+    let message = heart.wait_message("e7", "ERROR");
+    assert!(message.contains("exited with code 7"), "{message}");
 
     // A key of an earlier launch is dead once the instance started again.
     assert_eq!(heart.start("e0").status, 200);
@@ -365,54 +359,53 @@ fn bad_input_is_refused_and_changes_nothing() {
         ("malformed JSON", raw(b"{\"instance_id\": "), 400),
         ("not an object", raw(b"[1, 2]"), 400),
     ];
-    let mut with = |what: &'static str, edit: &dyn Fn(&mut Value), status: u16| {
+    // A register body with one field (a path of keys) set to a value, or
+    // removed (None), and the status that must refuse it.
+    let edits = [
+        ("wrong type", "standalone", Some(json!("yes")), 400),
+        (
+            "wrong type in runtime",
+            "runtime/version",
+            Some(json!(1)),
+            400,
+        ),
+        ("unknown field", "colour", Some(json!("red")), 400),
+        (
+            "unknown runtime field",
+            "runtime/colour",
+            Some(json!("red")),
+            400,
+        ),
+        ("missing field", "runtime", None, 400),
+        ("slash in id", "instance_id", Some(json!("a/b")), 400),
+        ("dot-dot id", "instance_id", Some(json!("..")), 400),
+        ("empty id", "instance_id", Some(json!("")), 400),
+        ("unknown runtime", "runtime/name", Some(json!("cobol")), 422),
+        ("unknown version", "runtime/version", Some(json!("9")), 422),
+        ("bad parameters", "runtime/parameters", Some(json!({})), 422),
+        (
+            "missing source",
+            "source",
+            Some(json!("/nonexistent/pm-src")),
+            422,
+        ),
+        ("id in use", "instance_id", Some(json!("ok1")), 409),
+    ];
+    for (what, field, value, status) in edits {
         let mut body = web_instance("new1", &app);
-        edit(&mut body);
+        let (parent, key) = field.rsplit_once('/').unwrap_or(("", field));
+        let object = parent
+            .split('/')
+            .filter(|k| !k.is_empty())
+            .fold(&mut body, |v, k| &mut v[k])
+            .as_object_mut()
+            .unwrap();
+        match value {
+            Some(value) => object.insert(key.to_string(), value),
+            None => object.remove(key),
+        };
         cases.push((what, heart.register(body), status));
-    };
-    with("wrong type", &|b| b["standalone"] = json!("yes"), 400);
-    with(
-        "wrong type in runtime",
-        &|b| b["runtime"]["version"] = json!(1),
-        400,
-    );
-    with("unknown field", &|b| b["colour"] = json!("red"), 400);
-    with(
-        "unknown runtime field",
-        &|b| b["runtime"]["colour"] = json!("red"),
-        400,
-    );
-    with(
-        "missing field",
-        &|b| {
-            b.as_object_mut().unwrap().remove("runtime");
-        },
-        400,
-    );
-    with("slash in id", &|b| b["instance_id"] = json!("a/b"), 400);
-    with("dot-dot id", &|b| b["instance_id"] = json!(".."), 400);
-    with("empty id", &|b| b["instance_id"] = json!(""), 400);
-    with(
-        "unknown runtime",
-        &|b| b["runtime"]["name"] = json!("cobol"),
-        422,
-    );
-    with(
-        "unknown version",
-        &|b| b["runtime"]["version"] = json!("9"),
-        422,
-    );
-    with(
-        "bad parameters",
-        &|b| b["runtime"]["parameters"] = json!({}),
-        422,
-    );
-    with(
-        "missing source",
-        &|b| b["source"] = json!("/nonexistent/pm-src"),
-        422,
-    );
-    with("id in use", &|b| b["instance_id"] = json!("ok1"), 409);
+    }
     let big = vec![b' '; 2 << 20];
     cases.push(("oversized body", raw(&big), 413));
     cases.push((

@@ -71,8 +71,7 @@ fn nvm_application_runs_through_the_heart() {
     );
     // The server retries its bind on EADDRINUSE, as WEB_SERVER_PY does.
     let server = "const srv = require('http').createServer((q, s) => s.end('node ' + process.version + ' ' + process.env.NVM_BIN + ' ' + process.env.PATH.split(':')[0])); let tries = 100; srv.on('error', (e) => { if (e.code === 'EADDRINUSE' && tries-- > 0) { setTimeout(() => srv.listen(%(port)d, '127.0.0.1'), 50); } else { throw e; } }); srv.listen(%(port)d, '127.0.0.1')";
-    let view = register(
-        &heart,
+    let view = heart.run_instance(instance(
         "nvm-app",
         &app,
         json!({
@@ -80,11 +79,8 @@ fn nvm_application_runs_through_the_heart() {
             "version": major,
             "parameters": {"launch_command": format!("node -e \"{server}\"")},
         }),
-    );
+    ));
     let port = view["port"].as_u64().unwrap();
-    let started = heart.start("nvm-app");
-    assert_eq!(started.status, 200, "{started:?}");
-    assert_eq!(started.json()["state"], "RUNNING", "{started:?}");
     let answer = get_app(port);
     let bin = bin.display().to_string();
     assert!(
@@ -120,16 +116,12 @@ fn external_plugin_runs_an_application_through_the_heart() {
     let runtimes = heart.call("GET", "/runtimes", None).json();
     assert_eq!(runtimes["procfile"], json!(["1"]), "{runtimes}");
 
-    let view = register(
-        &heart,
+    let view = heart.run_instance(instance(
         "procfile-app",
         &app,
         json!({"name": "procfile", "version": "1"}),
-    );
+    ));
     let port = view["port"].as_u64().unwrap();
-    let started = heart.start("procfile-app");
-    assert_eq!(started.status, 200, "{started:?}");
-    assert_eq!(started.json()["state"], "RUNNING", "{started:?}");
     let answer = get_app(port);
     assert!(
         answer.status == 200 && answer.body.contains("hello.txt"),
@@ -194,11 +186,8 @@ fn broken_plugins_fail_a_start_through_the_heart() {
         let id = format!("{name}-app");
         register(&heart, &id, &app, json!({"name": name, "version": "1"}));
         let start = Instant::now();
-        let failed = heart.start(&id);
+        let message = heart.start_fails(&id);
         assert!(start.elapsed() < Duration::from_secs(15));
-        let view = heart.show(&id);
-        assert_eq!(view["state"], "ERROR", "{failed:?} {view}");
-        let message = view["message"].as_str().unwrap();
         assert!(
             message.contains(&format!("runtime plugin {name} (")) && message.contains(expected),
             "{message}"

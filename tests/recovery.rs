@@ -155,11 +155,8 @@ fn restart_policy_backs_off() {
     let backoff = &heart.catalog()["instances"]["crashy"]["backoff"];
     assert!(backoff["attempts"].as_u64().unwrap() >= 3, "{backoff}");
 
-    let view = heart.wait_state("never", "ERROR");
-    assert!(view["message"]
-        .as_str()
-        .unwrap()
-        .contains("exited with code 3"));
+    let message = heart.wait_message("never", "ERROR");
+    assert!(message.contains("exited with code 3"), "{message}");
     assert_eq!(
         heart.catalog()["instances"]["never"]["backoff"]["next_restart"],
         Value::Null
@@ -221,14 +218,8 @@ fn the_periodic_check_notices_a_vanished_supervisor() {
     assert_eq!(heart.register(body).status, 201);
     let supervisor = heart.start("victim").json()["pid"].as_i64().unwrap() as i32;
     kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
-    let view = heart.wait_state("victim", "ERROR");
-    assert!(
-        view["message"]
-            .as_str()
-            .unwrap()
-            .contains("supervisor is gone"),
-        "{view}"
-    );
+    let message = heart.wait_message("victim", "ERROR");
+    assert!(message.contains("supervisor is gone"), "{message}");
     // It can be started again.
     assert_eq!(heart.start("victim").json()["state"], "RUNNING");
 }

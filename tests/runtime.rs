@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::util::process::group_alive;
-use crate::util::{describe, pid_in, run, wait_until, ChildGuard, Dir, RUNTIME};
+use crate::util::{describe, exited_with, pid_in, run, wait_until, ChildGuard, Dir, RUNTIME};
 
 pub(crate) const EXAMPLE_PLUGIN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -36,22 +36,18 @@ fn ok(args: &[&str], env: &[(&str, &str)]) -> String {
 }
 
 fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = pm_runtime(args, env);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        describe(&format!("pm-runtime {args:?}"), &out)
-    );
-    String::from_utf8(out.stderr).unwrap()
+    exited_with(&pm_runtime(args, env), 1, &format!("pm-runtime {args:?}"))
 }
 
 fn env_json(args: &[&str], env: &[(&str, &str)]) -> BTreeMap<String, String> {
     serde_json::from_str(&ok(args, env)).unwrap()
 }
 
-fn lines(text: &str) -> Vec<&str> {
-    text.lines().collect()
+/// `exec shell 1 -- CMD...`.
+fn shell_exec<'a>(cmd: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["exec", "shell", "1", "--"];
+    args.extend(cmd);
+    args
 }
 
 /// Makes `root/rel/bin/NAME` an executable file (or a symlink to
@@ -69,6 +65,46 @@ pub(crate) fn install(root: &Path, rel: &str, name: &str, target: Option<&Path>)
     }
 }
 
+/// The PATH of the tests' environments.
+const BASE_PATH: &str = "/usr/bin:/bin";
+
+/// What `versions RUNTIME` lists, line by line.
+fn versions(runtime: &str, env: &[(&str, &str)]) -> Vec<String> {
+    ok(&["versions", runtime], env)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The PATH of `env RUNTIME VERSION --json` run with `env` and `PATH`
+/// set to `path`.
+fn path_given(runtime: &str, version: &str, env: &[(&str, &str)], path: &str) -> String {
+    let mut env = env.to_vec();
+    env.push(("PATH", path));
+    env_json(&["env", runtime, version, "--json"], &env)["PATH"].clone()
+}
+
+/// `env RUNTIME V` fails for each V of `missing`, naming V and the
+/// available versions: the list starts with `available` and holds each of
+/// `also`.
+fn refuses_versions(
+    runtime: &str,
+    missing: &[&str],
+    env: &[(&str, &str)],
+    available: &str,
+    also: &[&str],
+) {
+    for missing in missing {
+        let err = fails(&["env", runtime, missing], env);
+        assert!(
+            err.contains(&format!(
+                "runtime {runtime} has no version {missing} (available: {available}"
+            )) && also.iter().all(|a| err.contains(a)),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn rbenv_versions_and_environment() {
     let dir = Dir::new("rbenv");
@@ -81,14 +117,9 @@ fn rbenv_versions_and_environment() {
     fs::create_dir_all(root.join("versions/9.9.9/bin")).unwrap(); // no ruby
     let root_s = root.to_str().unwrap();
     let home = dir.path.to_str().unwrap();
-    let base = [
-        ("RBENV_ROOT", root_s),
-        ("HOME", home),
-        ("PATH", "/usr/bin:/bin"),
-    ];
-
+    let base = [("RBENV_ROOT", root_s), ("HOME", home), ("PATH", BASE_PATH)];
     assert_eq!(
-        lines(&ok(&["versions", "rbenv"], &base)),
+        versions("rbenv", &base),
         [
             "1.9", "1.9.3", "1.9.30", "2.7", "2.7.8", "2.7.8-p1", "3.1", "3.1.4", "3.1.10", "3.10",
             "3.10.0"
@@ -118,21 +149,13 @@ fn rbenv_versions_and_environment() {
 
     // Already on PATH, in the wrong order and twice: first, once each.
     let messy = format!("{bin}:/usr/bin:{shims}:/bin:{bin}");
-    let env = env_json(
-        &["env", "rbenv", "3.1", "--json"],
-        &[("RBENV_ROOT", root_s), ("HOME", home), ("PATH", &messy)],
+    assert_eq!(
+        path_given("rbenv", "3.1", &base[..2], &messy),
+        format!("{shims}:{bin}:/usr/bin:/bin")
     );
-    assert_eq!(env["PATH"], format!("{shims}:{bin}:/usr/bin:/bin"));
 
-    for missing in ["3.2", "1.9.4", "3.1.4.1", "9.9.9"] {
-        let err = fails(&["env", "rbenv", missing], &base);
-        assert!(
-            err.contains(&format!(
-                "runtime rbenv has no version {missing} (available: 1.9"
-            )) && err.contains("3.10.0"),
-            "{err}"
-        );
-    }
+    let missing = ["3.2", "1.9.4", "3.1.4.1", "9.9.9"];
+    refuses_versions("rbenv", &missing, &base, "1.9", &["3.10.0"]);
 
     // The rbenv_path parameter wins over RBENV_ROOT; an empty root lists
     // nothing and says so.
@@ -145,10 +168,7 @@ fn rbenv_versions_and_environment() {
     assert_eq!(ok(&["versions", "rbenv"], &none), "");
     // No RBENV_ROOT: ~/.rbenv.
     install(&dir.path, ".rbenv/versions/3.3.0", "ruby", None);
-    assert_eq!(
-        lines(&ok(&["versions", "rbenv"], &[("HOME", home)])),
-        ["3.3", "3.3.0"]
-    );
+    assert_eq!(versions("rbenv", &[("HOME", home)]), ["3.3", "3.3.0"]);
 }
 
 #[test]
@@ -165,14 +185,9 @@ fn nvm_versions_both_layouts() {
     fs::create_dir_all(root.join("alias")).unwrap();
     let root_s = root.to_str().unwrap();
     let home = dir.path.to_str().unwrap();
-    let base = [
-        ("NVM_DIR", root_s),
-        ("HOME", home),
-        ("PATH", "/usr/bin:/bin"),
-    ];
-
+    let base = [("NVM_DIR", root_s), ("HOME", home), ("PATH", BASE_PATH)];
     assert_eq!(
-        lines(&ok(&["versions", "nvm"], &base)),
+        versions("nvm", &base),
         [
             "0.10", "0.10.48", "9.11", "9.11.2", "16.3", "16.3.0", "18.2", "18.2.0", "20.1",
             "20.1.0", "20.10", "20.10.0"
@@ -198,21 +213,13 @@ fn nvm_versions_both_layouts() {
     }
     let bin = new("20.10.0");
     let messy = format!("/usr/bin:{bin}:/bin:{bin}/");
-    let env = env_json(
-        &["env", "nvm", "20", "--json"],
-        &[("NVM_DIR", root_s), ("HOME", home), ("PATH", &messy)],
+    assert_eq!(
+        path_given("nvm", "20", &base[..2], &messy),
+        format!("{bin}:/usr/bin:/bin")
     );
-    assert_eq!(env["PATH"], format!("{bin}:/usr/bin:/bin"));
 
-    for missing in ["21", "2", "20.1.1", "1"] {
-        let err = fails(&["env", "nvm", missing], &base);
-        assert!(
-            err.contains(&format!(
-                "runtime nvm has no version {missing} (available: 0.10.48, 9.11.2,"
-            )),
-            "{err}"
-        );
-    }
+    let missing = ["21", "2", "20.1.1", "1"];
+    refuses_versions("nvm", &missing, &base, "0.10.48, 9.11.2,", &[]);
     let empty = dir.join("empty");
     let params = format!(r#"{{"nvm_path": "{}"}}"#, empty.display());
     let err = fails(&["env", "nvm", "20", "--parameters", &params], &base);
@@ -297,32 +304,17 @@ fn exec_passes_status_and_arguments_through() {
     let path = std::env::var("PATH").unwrap();
     let env = [("PATH", path.as_str()), ("MARK", "m")];
     for code in [0, 1, 7, 100, 255] {
-        let out = pm_runtime(
-            &[
-                "exec",
-                "shell",
-                "1",
-                "--",
-                "sh",
-                "-c",
-                &format!("exit {code}"),
-            ],
-            &env,
-        );
+        let out = pm_runtime(&shell_exec(&["sh", "-c", &format!("exit {code}")]), &env);
         assert_eq!(out.status.code(), Some(code), "{}", describe("exec", &out));
     }
     let argv_file = dir.join("argv");
     let args = ["a b", "", "$MARK", "'q'", "-x", "--json", "--", "ü\n"];
-    let mut cmd = vec![
-        "exec",
-        "shell",
-        "1",
-        "--",
+    let mut cmd = shell_exec(&[
         "python3",
         "-c",
         "import json, os, sys; open(sys.argv[1], 'w').write(json.dumps([sys.argv[2:], os.environ.get('MARK')]))",
         argv_file.to_str().unwrap(),
-    ];
+    ]);
     cmd.extend(args);
     ok(&cmd, &env);
     let (seen, mark): (Vec<String>, String) =
@@ -342,12 +334,12 @@ fn exec_passes_status_and_arguments_through() {
         ],
         &env,
     );
-    assert_eq!(out.status.code(), Some(143), "{}", describe("exec", &out));
+    exited_with(&out, 143, "exec");
     let out = pm_runtime(&["exec", "shell", "1", "--", "/nonexistent/cmd"], &env);
-    assert_eq!(out.status.code(), Some(127), "{}", describe("exec", &out));
+    exited_with(&out, 127, "exec");
     // The runtime's environment is used, and an unknown version refused.
     let out = pm_runtime(&["exec", "shell", "2", "--", "true"], &env);
-    assert_eq!(out.status.code(), Some(1), "{}", describe("exec", &out));
+    exited_with(&out, 1, "exec");
 }
 
 #[test]
@@ -355,18 +347,14 @@ fn exec_forwards_sigterm() {
     use std::io::BufRead;
     let path = std::env::var("PATH").unwrap();
     let child = Command::new(RUNTIME)
-        .args([
-            "exec",
-            "shell",
-            "1",
-            "--",
+        .args(shell_exec(&[
             "python3",
             "-c",
             "import signal, sys, time\n\
              signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n\
              print('ready', flush=True)\n\
              time.sleep(60)",
-        ])
+        ]))
         .env_clear()
         .env("PATH", &path)
         .stdout(std::process::Stdio::piped())
@@ -504,7 +492,7 @@ fn broken_plugins_give_clear_errors() {
 
     // list shows every runtime, warns about the broken ones, exits 1.
     let out = pm_runtime(&["--plugin-dir", bad, "--timeout", "0.5", "list"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe("list", &out));
+    exited_with(&out, 1, "list");
     let stdout = String::from_utf8_lossy(&out.stdout);
     for name in ["fail", "garbage", "hang", "nvm", "rbenv", "shape", "shell"] {
         assert!(stdout.contains(name), "{name} missing from {stdout}");
@@ -522,7 +510,7 @@ fn check_flags_each_problem() {
             &["--timeout", "0.5", "check", path.to_str().unwrap()],
             &[("PATH", "/usr/bin:/bin")],
         );
-        assert_eq!(out.status.code(), Some(1), "{}", describe(name, &out));
+        exited_with(&out, 1, name);
         String::from_utf8(out.stdout).unwrap()
     };
     let report = check("hang");

@@ -85,6 +85,13 @@ impl Instance {
         fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
+    /// Waits for the command's pid in `$DIR/app.pid`; the pid, and a
+    /// guard that kills its process group.
+    fn app(&self) -> (i32, KillOnDrop) {
+        let pid = self.pid_in("app.pid");
+        (pid, KillOnDrop { pid, group: true })
+    }
+
     /// Waits for `$DIR/NAME` to hold a pid and returns it.
     fn pid_in(&self, name: &str) -> i32 {
         pid_in(&self.dir.join(name), LONG)
@@ -109,6 +116,25 @@ impl Instance {
     }
 }
 
+/// A command that writes its pid to `$DIR/app.pid` and sleeps.
+const SLEEPER: &str = "echo $$ > \"$DIR/app.pid\"; exec sleep 60";
+
+/// The codes of the next `n` reports, by instance id.
+fn reports(heart: &Recorder, n: usize) -> BTreeMap<String, i32> {
+    (0..n).map(|_| code_in(&heart.next(LONG).url)).collect()
+}
+
+/// Waits for a foreground supervisor to exit 0 with `Completed with
+/// result code RESULT` in its log.
+fn assert_completed(inst: &Instance, sup: &mut ChildGuard, result: &str) {
+    assert_eq!(sup.wait(LONG).code(), Some(0), "{}", inst.log());
+    let log = inst.log();
+    assert!(
+        log.contains(&format!("Completed with result code {result}\n")),
+        "{log}"
+    );
+}
+
 fn sigterm(pid: i32) {
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
 }
@@ -122,11 +148,7 @@ fn runs_logs_ignores_sighup_and_stops_on_sigterm() {
         heart.port,
     );
     let mut sup = inst.start();
-    let app = inst.pid_in("app.pid");
-    let _app_guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (app, _app_guard) = inst.app();
     wait_until(LONG, "the startflag", || inst.startflag().exists());
     let pid: i32 = fs::read_to_string(inst.pidfile())
         .unwrap()
@@ -177,11 +199,7 @@ fn runs_logs_ignores_sighup_and_stops_on_sigterm() {
 #[test]
 fn detached_supervisor_is_found_by_its_pidfile_and_stops() {
     let heart = Recorder::start(200);
-    let inst = Instance::sh(
-        "detached",
-        "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-        heart.port,
-    );
+    let inst = Instance::sh("detached", SLEEPER, heart.port);
     let path = inst.write_control();
     let start = Instant::now();
     let out = Command::new(SUPERVISOR)
@@ -195,11 +213,7 @@ fn detached_supervisor_is_found_by_its_pidfile_and_stops() {
     wait_until(LONG, "the startflag", || inst.startflag().exists());
     let pid = pid_in(&inst.pidfile(), LONG);
     let _guard = KillOnDrop { pid, group: false };
-    let app = inst.pid_in("app.pid");
-    let _app_guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (app, _app_guard) = inst.app();
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
     assert!(args[0].ends_with(b"pm-supervisor"), "{args:?}");
@@ -269,18 +283,11 @@ fn every_exit_status_is_reported_exactly() {
             let sup = inst.start();
             running.push((inst, sup));
         }
-        let mut got = BTreeMap::new();
-        for _ in batch {
-            let (id, code) = code_in(&heart.next(LONG).url);
-            got.insert(id, code);
-        }
+        let got = reports(&heart, batch.len());
         for (inst, mut sup) in running {
             let expected: i32 = inst.id.trim_start_matches("code-").parse().unwrap();
             assert_eq!(got.get(&inst.id), Some(&expected), "{}", inst.log());
-            assert_eq!(sup.wait(LONG).code(), Some(0));
-            assert!(inst
-                .log()
-                .contains(&format!("Completed with result code {expected}\n")));
+            assert_completed(&inst, &mut sup, &expected.to_string());
         }
     }
 }
@@ -291,28 +298,17 @@ fn unasked_signals_report_128_plus_n() {
     let signals = [Signal::SIGKILL, Signal::SIGSEGV, Signal::SIGUSR1];
     let mut running = Vec::new();
     for signal in signals {
-        let inst = Instance::sh(
-            &format!("sig-{}", signal as i32),
-            "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-            heart.port,
-        );
+        let inst = Instance::sh(&format!("sig-{}", signal as i32), SLEEPER, heart.port);
         let sup = inst.start();
         let app = inst.pid_in("app.pid");
         kill(Pid::from_raw(app), signal).unwrap();
         running.push((signal, inst, sup));
     }
-    let mut got = BTreeMap::new();
-    for _ in signals {
-        let (id, code) = code_in(&heart.next(LONG).url);
-        got.insert(id, code);
-    }
+    let got = reports(&heart, signals.len());
     for (signal, inst, mut sup) in running {
         let n = signal as i32;
         assert_eq!(got.get(&inst.id), Some(&(128 + n)));
-        assert_eq!(sup.wait(LONG).code(), Some(0));
-        assert!(inst
-            .log()
-            .contains(&format!("Completed with result code -{n}\n")));
+        assert_completed(&inst, &mut sup, &format!("-{n}"));
     }
 }
 
@@ -326,11 +322,7 @@ fn sigterm_ignoring_command_is_killed_after_stop_timeout() {
     );
     inst.set("stop_timeout", json!(0.5));
     let mut sup = inst.start();
-    let app = inst.pid_in("app.pid");
-    let _guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (_, _guard) = inst.app();
     let sent = Instant::now();
     sigterm(sup.pid());
     let hit = heart.next(LONG);
@@ -347,11 +339,7 @@ fn sigterm_ignoring_command_is_killed_after_stop_timeout() {
 #[test]
 fn prompt_command_is_reported_long_before_stop_timeout() {
     let heart = Recorder::start(200);
-    let mut inst = Instance::sh(
-        "prompt",
-        "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-        heart.port,
-    );
+    let mut inst = Instance::sh("prompt", SLEEPER, heart.port);
     inst.set("stop_timeout", json!(30));
     let mut sup = inst.start();
     inst.pid_in("app.pid");
@@ -409,17 +397,9 @@ fn descendants_are_ended_when_the_command_exits_by_itself() {
 
 #[test]
 fn command_dies_with_a_killed_supervisor() {
-    let inst = Instance::sh(
-        "orphan",
-        "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-        dead_port(),
-    );
+    let inst = Instance::sh("orphan", SLEEPER, dead_port());
     let mut sup = inst.start();
-    let app = inst.pid_in("app.pid");
-    let _guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (app, _guard) = inst.app();
     kill(Pid::from_raw(sup.pid()), Signal::SIGKILL).unwrap();
     assert_eq!(sup.wait(LONG).signal(), Some(9));
     wait_until(LONG, "the command to die with its supervisor", || {
@@ -496,11 +476,7 @@ fn sigterm_at_random_moments_never_hangs_or_leaks() {
     let reports = Arc::new(Mutex::new(BTreeMap::new()));
     for round in 0..50 {
         let delay = Duration::from_micros(rng.next() % 3000);
-        let inst = Instance::sh(
-            &format!("race-{round}"),
-            "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-            heart.port,
-        );
+        let inst = Instance::sh(&format!("race-{round}"), SLEEPER, heart.port);
         let mut sup = inst.start();
         // A deliberate, random delay: the point is to hit every moment.
         thread::sleep(delay);
@@ -532,11 +508,7 @@ fn sigterm_at_random_moments_never_hangs_or_leaks() {
 #[test]
 fn command_starts_clean() {
     let heart = Recorder::start(200);
-    let inst = Instance::sh(
-        "clean",
-        "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-        heart.port,
-    );
+    let inst = Instance::sh("clean", SLEEPER, heart.port);
     let path = inst.write_control();
     // The caller leaks descriptor 7 into the supervisor on purpose.
     let mut sup = ChildGuard(
@@ -548,11 +520,7 @@ fn command_starts_clean() {
             .spawn()
             .unwrap(),
     );
-    let app = inst.pid_in("app.pid");
-    let _guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (app, _guard) = inst.app();
     wait_until(LONG, "the command to be sleep", || {
         fs::read(format!("/proc/{app}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
     });
@@ -610,11 +578,7 @@ fn runs_as_the_given_user() {
     )
     .unwrap();
     let mut sup = inst.start();
-    let app = inst.pid_in("app.pid");
-    let _guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (app, _guard) = inst.app();
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let name = std::ffi::CString::new("nobody").unwrap();
     let mut groups: Vec<u32> = nix::unistd::getgrouplist(&name, nobody.gid)

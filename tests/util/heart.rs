@@ -274,6 +274,21 @@ impl TestHeart {
         })
     }
 
+    /// Waits (at most [`LONG`]) for `id` to be in `state`; its message.
+    pub fn wait_message(&self, id: &str, state: &str) -> String {
+        message_of(&self.wait_state(id, state))
+    }
+
+    /// Starts `id`, which must fail: the answer is not 200 and the
+    /// instance is in ERROR. Its message.
+    pub fn start_fails(&self, id: &str) -> String {
+        let answer = self.start(id);
+        assert_ne!(answer.status, 200, "start {id}: {answer:?}");
+        let view = self.show(id);
+        assert_eq!(view["state"], "ERROR", "{answer:?} {view}");
+        message_of(&view)
+    }
+
     /// The catalog file.
     pub fn catalog(&self) -> Value {
         serde_json::from_slice(&fs::read(self.data.join("catalog.json")).unwrap()).unwrap()
@@ -301,6 +316,14 @@ impl Drop for TestHeart {
         drop(self.running.take());
         end_processes_under(&self.dir.path);
     }
+}
+
+/// The message of an instance view.
+pub fn message_of(view: &Value) -> String {
+    view["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message: {view}"))
+        .to_string()
 }
 
 /// A register body: `runtime` is `{"name", "version", "parameters"}`.

@@ -165,6 +165,12 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// Checks that the command `what` exited `code`; its stderr.
+pub fn exited_with(out: &Output, code: i32, what: &str) -> String {
+    assert_eq!(out.status.code(), Some(code), "{}", describe(what, out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Describes an output for assertion messages.
 pub fn describe(cmd: &str, out: &Output) -> String {
     format!(
