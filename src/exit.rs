@@ -131,7 +131,7 @@ mod tests {
     /// into one line, by variant name.
     fn variant_docs(name: &str) -> BTreeMap<String, String> {
         let source = read("src/exit.rs");
-        let start = format!("pub enum {name} {{");
+        let start = format!("enum {name} {{");
         let body = source
             .split_once(start.as_str())
             .and_then(|(_, rest)| rest.split_once("\n}"))
