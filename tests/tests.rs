@@ -2,8 +2,10 @@
 
 mod apache;
 mod client;
+mod fixture;
 mod heart;
-mod hostile;
+mod plugins;
+mod recovery;
 mod runtime;
 mod supervisor;
 mod util;
