@@ -32,6 +32,8 @@ pub(crate) mod exit;
 pub(crate) mod fetch;
 pub(crate) mod fsutil;
 pub(crate) mod lockfile;
+// Until GET /metrics (issue 13) uses it; remove it then.
+#[allow(dead_code)]
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub(crate) mod notify;
