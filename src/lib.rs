@@ -14,6 +14,10 @@
 //! `/proc`) and `fsutil` (atomic, durable file writes). `unsafe` is
 //! denied everywhere but in those two modules that talk to the kernel
 //! directly, and each block there carries a `// SAFETY:` comment.
+//!
+//! `http` is the HTTP/1.1 server the heart's API runs on: bounded
+//! threads, deadlines for slow clients, and an accept loop that survives
+//! descriptor exhaustion (std sockets and poll(2), no `unsafe`).
 
 #![deny(unsafe_code)]
 
@@ -21,6 +25,7 @@ pub(crate) mod cli;
 pub(crate) mod error;
 pub(crate) mod exit;
 pub(crate) mod fsutil;
+pub(crate) mod http;
 pub(crate) mod net;
 #[allow(unsafe_code)]
 pub(crate) mod process;
@@ -35,3 +40,8 @@ pub mod heart;
 pub mod protocol;
 pub mod runtime;
 pub mod supervisor;
+
+/// The HTTP server's demo service, for the integration tests and the
+/// benchmarks (not an API).
+#[doc(hidden)]
+pub use http::demo::main as http_demo;
