@@ -3,6 +3,7 @@
 mod apache;
 mod client;
 mod heart;
+mod http;
 mod runtime;
 mod supervisor;
 mod util;
