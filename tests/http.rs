@@ -566,7 +566,32 @@ fn combined_load_target() {
     assert!(f.fds_after <= f.fds_before, "{f:?}");
 }
 
-/// The server process keeps answering a client that reads slowly.
+/// A client that does not read a large answer holds no worker: the reader
+/// writes it as the client reads.
+#[test]
+fn a_client_that_reads_slowly_holds_no_worker() {
+    let server = server("quick=1");
+    let n = 32 << 20;
+    let mut s = load::connect(server.addr, T).unwrap();
+    s.write_all(format!("GET /bytes?n={n} HTTP/1.1\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut head = [0u8; 16];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200 OK\r");
+    for _ in 0..3 {
+        let (a, took) = get(server.addr, "/health", T);
+        assert_eq!(a.unwrap().status, 200);
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+    let mut raw = head.to_vec();
+    s.read_to_end(&mut raw).unwrap();
+    let a = load::parse_answer(&raw).unwrap();
+    assert_eq!(a.body.len(), n);
+    assert!(a.body.iter().all(|&b| b == b'b'));
+}
+
+/// A streamed answer to a client that does not read costs its worker one
+/// write timeout.
 #[test]
 fn a_client_that_does_not_read_costs_one_write_timeout() {
     let server = server("write_ms=500");

@@ -179,7 +179,9 @@ fn admit(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     }
     let _ = stream.set_nodelay(true);
     let conn = Conn::new(stream, peer, &shared.active);
-    if let Err(Handoff::New(conn) | Handoff::Linger(conn)) = shared.hand(Handoff::New(conn)) {
+    if let Err(Handoff::New(conn) | Handoff::Linger(conn) | Handoff::Write { conn, .. }) =
+        shared.hand(Handoff::New(conn))
+    {
         shared.stats.busy.inc();
         conn::refuse_now(&conn.stream, &shared.refusal(503, "server busy", false));
     }

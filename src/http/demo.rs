@@ -3,7 +3,8 @@
 //! the benchmarks (`paasmaker::http_demo`), so that its descriptors and
 //! threads can be counted from `/proc`.
 //!
-//! Routes: `GET /health` (quick), `GET /sleep?ms=N` (slow: sleeps N ms),
+//! Routes: `GET /health` (quick), `GET /bytes?n=N` (quick: N bytes),
+//! `GET /sleep?ms=N` (slow: sleeps N ms),
 //! `POST /echo` (quick, body buffered up to `body_limit`, answered back),
 //! `POST /upload` (slow, body streamed up to `upload_limit`, answered
 //! with its size and FNV-1a hash), `GET /stream?lines=N` (stream pool: N
@@ -72,6 +73,10 @@ impl Service for Demo {
         };
         match (request.method(), request.segments().as_slice(), body) {
             (Method::Get | Method::Head, ["health"], _) => Response::text(200, "ok\n"),
+            (Method::Get, ["bytes"], _) => {
+                let n = usize::try_from(number("n", 0)).unwrap_or(0).min(1 << 30);
+                Response::new(200, "application/octet-stream", vec![b'b'; n])
+            }
             (Method::Get, ["sleep"], _) => {
                 std::thread::sleep(Duration::from_millis(number("ms", 0)));
                 Response::text(200, "slept\n")

@@ -1,5 +1,8 @@
 //! The worker pools: a bounded queue per pool, fixed worker threads that
-//! take requests from it, run the handler, and write its answer.
+//! take requests from it, run the handler, and write its answer. An
+//! answer given as bytes that the socket does not take at once goes to
+//! the reader to finish, so a client that reads slowly holds no worker;
+//! a streamed answer holds its worker until it ends.
 //!
 //! A request is queued only when an idle worker or a free queue slot is
 //! there for it; otherwise the reader answers 503. Shutdown closes the
@@ -7,6 +10,7 @@
 //! handler finish.
 
 use std::collections::VecDeque;
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -141,13 +145,14 @@ fn run(shared: &Shared, job: Job) {
     let response = catch_unwind(AssertUnwindSafe(|| service.handle(request, body)))
         .unwrap_or_else(|_| service.refusal(500, "the request handler failed"));
     let (status, headers, content) = response.into_parts();
-    let _ = match content {
+    match content {
         Content::Bytes(bytes) => {
             let mut out = response::head(status, &headers, Delimit::Length(bytes.len() as u64));
             if !head_only {
                 out.extend_from_slice(&bytes);
             }
-            conn::write_all(&conn.stream, &out, config.write_timeout, None)
+            shared.stats.handled.inc();
+            answer_bytes(shared, conn, out, streamed);
         }
         Content::Stream(write) => {
             let delimit = if http10 {
@@ -156,21 +161,51 @@ fn run(shared: &Shared, job: Job) {
                 Delimit::Chunked
             };
             let head = response::head(status, &headers, delimit);
-            conn::write_all(&conn.stream, &head, config.write_timeout, None).and_then(|()| {
-                if head_only {
-                    return Ok(());
-                }
-                let mut writer = StreamWriter::new(
-                    &conn.stream,
-                    &shared.stop,
-                    delimit == Delimit::Chunked,
-                    config.write_timeout,
-                );
-                write(&mut writer).and_then(|()| writer.finish())
-            })
+            let _ =
+                conn::write_all(&conn.stream, &head, config.write_timeout, None).and_then(|()| {
+                    if head_only {
+                        return Ok(());
+                    }
+                    let mut writer = StreamWriter::new(
+                        &conn.stream,
+                        &shared.stop,
+                        delimit == Delimit::Chunked,
+                        config.write_timeout,
+                    );
+                    write(&mut writer).and_then(|()| writer.finish())
+                });
+            shared.stats.handled.inc();
+            finish(shared, conn, streamed);
         }
-    };
-    shared.stats.handled.inc();
+    }
+}
+
+/// Writes an answer given as bytes: what the socket does not take at once
+/// (a client that reads slowly) is left to the reader to write, so that
+/// the worker is free at once.
+fn answer_bytes(shared: &Shared, conn: Conn, out: Vec<u8>, streamed: bool) {
+    let mut pos = 0;
+    while pos < out.len() {
+        match (&conn.stream).write(&out[pos..]) {
+            Ok(0) => return,
+            Ok(n) => pos += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match shared.hand(Handoff::Write { conn, out, pos }) {
+                    Ok(()) => return,
+                    // The reader is gone (shutdown): write the rest here.
+                    Err(Handoff::Write { conn, out, pos }) => {
+                        let timeout = shared.config.write_timeout;
+                        let _ = conn::write_all(&conn.stream, &out[pos..], timeout, None);
+                        finish(shared, conn, streamed);
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+            Err(_) => return,
+        }
+    }
     finish(shared, conn, streamed);
 }
 

@@ -8,8 +8,9 @@
 //! - body: a buffered body (`Plan::Buffer`) read as it arrives, at the
 //!   body pace; a declared length over the limit is answered 413 without
 //!   reading any of it;
-//! - writing: a refusal (4xx, 503) written as the socket takes it, by the
-//!   write timeout;
+//! - writing: a refusal (4xx, 503), or the rest of a handler's answer
+//!   that the socket did not take at once, written as the socket takes
+//!   it; each write must make progress within the write timeout;
 //! - linger: after an answer that may have left a body unread, what
 //!   arrives is read away (at most [`LINGER_MAX`] bytes, for at most
 //!   `linger`) so that the close is not a reset that destroys the answer.
@@ -139,6 +140,11 @@ impl Reader<'_> {
                         });
                     }
                 }
+                Handoff::Write { conn, out, pos } => self.table.push(Entry {
+                    conn,
+                    phase: Phase::Writing { out, pos },
+                    deadline: now + self.shared.config.write_timeout,
+                }),
             }
         }
     }

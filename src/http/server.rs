@@ -85,6 +85,13 @@ pub(super) enum Handoff {
     New(Conn),
     /// A connection answered, write side shut, to close after lingering.
     Linger(Conn),
+    /// A connection whose answer is written from `out[pos..]` on, then
+    /// lingers.
+    Write {
+        conn: Conn,
+        out: Vec<u8>,
+        pos: usize,
+    },
 }
 
 /// The state every thread of the server shares.
