@@ -65,7 +65,26 @@ fn server_process() {
         let code = paasmaker::http_demo(settings.split_whitespace().map(String::from));
         std::process::exit(i32::from(code != std::process::ExitCode::SUCCESS));
     }
-    let server = server("grace_ms=5000");
+    let server = server("grace_ms=5000 quick=2 slow=3 stream=1");
+    let names = || {
+        let mut names = server.thread_names();
+        names.retain(|n| n.starts_with("http-"));
+        names.sort();
+        names
+    };
+    let expected = [
+        "http-accept",
+        "http-quick-0",
+        "http-quick-1",
+        "http-read",
+        "http-slow-0",
+        "http-slow-1",
+        "http-slow-2",
+        "http-stream-0",
+    ];
+    // Each thread names itself as it starts.
+    wait_until(T, || names() == expected);
+    assert_eq!(names(), expected);
     let addr = server.addr;
     let sleeper = thread::spawn(move || get(addr, "/sleep?ms=1000", T).0.map(|a| a.status));
     let mut follow = load::connect(addr, T).unwrap();
@@ -594,12 +613,13 @@ fn a_client_that_reads_slowly_holds_no_worker() {
 /// write timeout.
 #[test]
 fn a_client_that_does_not_read_costs_one_write_timeout() {
-    let server = server("write_ms=500");
+    let mut server = server("write_ms=500");
     let mut s = TcpStream::connect(server.addr).unwrap();
-    s.write_all(b"GET /stream?lines=2000000 HTTP/1.1\r\n\r\n")
+    // A stream of 1.3 GB, which the client never reads: the stream
+    // worker gives up once the socket is full and a write has waited
+    // 500 ms, with the connection still open.
+    s.write_all(b"GET /stream?lines=100000000 HTTP/1.1\r\n\r\n")
         .unwrap();
-    // Never read: the stream worker gives up after the write timeout.
-    let mut server = server;
     assert!(
         wait_until(T, || server.stat("handled") >= 1),
         "the streaming handler ended"

@@ -153,6 +153,17 @@ impl ServerProcess {
             .unwrap_or(0)
     }
 
+    /// The names of its threads.
+    pub fn thread_names(&self) -> Vec<String> {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return Vec::new();
+        };
+        tasks
+            .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect()
+    }
+
     /// CPU time it used so far (user and system).
     pub fn cpu_time(&self) -> Duration {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();

@@ -126,7 +126,7 @@ impl Demo {
 /// until the client closes.
 fn stream_lines(w: &mut StreamWriter<'_>, lines: u64, follow: Option<Duration>) -> io::Result<()> {
     for i in 0..lines {
-        if w.is_closed() {
+        if i % 1024 == 0 && w.is_closed() {
             return Ok(());
         }
         writeln!(w, "line {i}")?;
