@@ -14,7 +14,8 @@
 //!   as descriptors are free. Other persistent errors back off (10 ms,
 //!   doubling up to 1 s), never busy-loop.
 //! - `http-read`: one poll(2) loop over every connection that is sending
-//!   its head or a buffered body, being refused, or lingering after an
+//!   its head or a buffered body, being refused, receiving the part of an
+//!   answer its socket did not take at once, or lingering after an
 //!   answer. Such connections cost a descriptor and a buffer, never a
 //!   thread; each has a deadline ([`Config::head_timeout`], the body pace
 //!   of [`Config::body_timeout`] and [`Config::body_min_rate`]) after
