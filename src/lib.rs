@@ -18,6 +18,10 @@
 //! file writes). `unsafe` is denied everywhere but in `signal` and
 //! `process`, the two modules that make raw system calls, and each block
 //! there carries a `// SAFETY:` comment.
+//!
+//! `http` is the HTTP/1.1 server the heart's API runs on: bounded
+//! threads, deadlines for slow clients, and an accept loop that survives
+//! descriptor exhaustion (std sockets and poll(2), no `unsafe`).
 
 #![deny(unsafe_code)]
 
@@ -35,6 +39,7 @@ pub(crate) mod lockfile;
 // Until GET /metrics (issue 13) uses it; remove it then.
 #[allow(dead_code)]
 pub(crate) mod metrics;
+pub(crate) mod http;
 pub(crate) mod net;
 pub(crate) mod notify;
 pub(crate) mod plugins;
@@ -51,3 +56,8 @@ pub mod heart;
 pub mod protocol;
 pub mod runtime;
 pub mod supervisor;
+
+/// The HTTP server's demo service, for the integration tests and the
+/// benchmarks (not an API).
+#[doc(hidden)]
+pub use http::demo::main as http_demo;

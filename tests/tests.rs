@@ -4,6 +4,7 @@ mod apache;
 mod client;
 mod fixture;
 mod heart;
+mod http;
 mod plugins;
 mod recovery;
 mod runtime;
