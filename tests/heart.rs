@@ -517,13 +517,14 @@ fn twenty_concurrent_starts() {
     assert_eq!(heart.catalog()["instances"].as_object().unwrap().len(), 20);
 }
 
-#[test]
-fn a_record_that_is_not_json_stops_the_heart_naming_it() {
-    let dir = Dir::new("heart-badrecord");
+/// Writes `text` to `DATA/rel` of a fresh data directory and checks that
+/// `pm-heart serve` refuses to start over it, in one line naming it.
+fn serve_refuses_over(name: &str, rel: &str, text: &str) {
+    let dir = Dir::new(name);
     let data = dir.mkdir("data");
-    fs::create_dir_all(data.join("store")).unwrap();
-    let record = data.join("store/web-1.json");
-    fs::write(&record, "{\"instance_id\": ").unwrap();
+    let file = data.join(rel);
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, text).unwrap();
     let out = Command::new(HEART)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
@@ -533,26 +534,18 @@ fn a_record_that_is_not_json_stops_the_heart_naming_it() {
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(&record.display().to_string()), "{stderr}");
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert_eq!(fs::read_to_string(&file).unwrap(), text);
+}
+
+#[test]
+fn a_record_that_is_not_json_stops_the_heart_naming_it() {
+    serve_refuses_over("heart-badrecord", "store/web-1.json", "{\"instance_id\": ");
 }
 
 #[test]
 fn a_catalog_that_is_not_json_stops_the_heart() {
-    let dir = Dir::new("heart-corrupt");
-    let data = dir.mkdir("data");
-    let catalog = data.join("catalog.json");
-    fs::write(&catalog, "this is not JSON").unwrap();
-    let out = Command::new(HEART)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(&catalog.display().to_string()), "{stderr}");
-    assert_eq!(fs::read_to_string(&catalog).unwrap(), "this is not JSON");
+    serve_refuses_over("heart-corrupt", "catalog.json", "this is not JSON");
 }
 
 #[test]
