@@ -11,6 +11,7 @@
 //! | `POST /instances/ID/stop` | 200 the instance (`STOPPED`); 404; 409 `REGISTERED` or `STOPPED`; 500 it could not be stopped |
 //! | `DELETE /instances/ID` | 200 the instance (`DEREGISTERED`, then gone); 404; 409 `STARTING` or `RUNNING` |
 //! | `GET /instances/ID/log[?tail=N]` | 200 text/plain (the whole log up to its last MiB, or its last N lines); 404 |
+//! | `POST /uploads` | 201 `{"upload": ID, "sha256": ..., "size": N}` (gzip body, streamed to disk, at most `--max-source-size`); 413 too large; 422 not gzip |
 //! | `GET`/`POST /instance/exit/ID/KEY/CODE` | 200 `{"state": ...}` (no token); 403 stale or spent key; 404 unknown instance; 400 bad code |
 //!
 //! Every route but `/health` and the exit report needs `Authorization:
@@ -133,6 +134,12 @@ impl Service for Api {
             let (status, reason) = status_and_message(&Rejection::Unauthorised);
             return Plan::Reject { status, reason };
         }
+        if (request.method(), request.segments().as_slice()) == (&Method::Post, &["uploads"][..]) {
+            return Plan::Stream {
+                pool: Pool::Slow,
+                limit: self.node.max_source_size(),
+            };
+        }
         let slow = matches!(
             (request.method(), request.segments().as_slice()),
             (Method::Post, ["instances"])
@@ -149,8 +156,14 @@ impl Service for Api {
     fn handle(&self, request: http::Request, body: Body<'_>) -> Response {
         let body = match body {
             Body::Bytes(bytes) => bytes,
-            // Every plan buffers: a streamed body never comes.
-            Body::Stream(_) => Vec::new(),
+            // Only an upload streams its body.
+            Body::Stream(mut reader) => {
+                let reply = match self.node.upload(&mut reader, request.body_length()) {
+                    Ok(answer) => json_reply(201, &answer),
+                    Err(e) => error_reply(&Rejection::Node(e)),
+                };
+                return response_of(reply);
+            }
         };
         let reply = route(&self.node, &request, body);
         response_of(reply)
@@ -314,7 +327,8 @@ fn dispatch(
             | ["instances"]
             | ["instances", _]
             | ["instances", _, "start" | "stop" | "log"]
-            | ["instance", "exit", _, _, _],
+            | ["instance", "exit", _, _, _]
+            | ["uploads"],
         ) => Err(Rejection::MethodNotAllowed(method.clone())),
         _ => Err(Error::refused(Refusal::NotFound, "no such route").into()),
     }

@@ -14,6 +14,8 @@
 //!                                   ID.start, ID.exited
 //!   logs/ID.log                     each instance's log
 //!   runtimes/                 0755  for runtimes that manage a daemon
+//!   uploads/ID.tar.gz         0700  sources uploaded (POST /uploads) or
+//!                                   downloaded for a register
 //! ```
 //!
 //! The agent resolves the directory to an absolute path before it builds
@@ -61,6 +63,7 @@ impl Layout {
             (layout.supervisor(), 0o700),
             (layout.logs(), 0o755),
             (layout.runtimes(), 0o755),
+            (layout.uploads(), 0o700),
         ] {
             fsutil::create_dir_all(&dir, mode)?;
         }
@@ -97,6 +100,16 @@ impl Layout {
     /// `address`: the `IP:PORT` a client should use.
     pub(crate) fn address(&self) -> PathBuf {
         self.root.join("address")
+    }
+
+    /// `uploads/`: sources uploaded or downloaded for a register.
+    pub(crate) fn uploads(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    /// `uploads/ID.tar.gz`: an uploaded source, used by one register.
+    pub(crate) fn upload(&self, id: &str) -> PathBuf {
+        self.uploads().join(format!("{id}.tar.gz"))
     }
 
     /// `instances/`.
