@@ -11,9 +11,10 @@
 //!
 //! Everything else is crate-private. The OS layer is `signal` (the only
 //! signal handler), `process` (spawning, waiting, identities from
-//! `/proc`) and `fsutil` (atomic, durable file writes). `unsafe` is
-//! denied everywhere but in those two modules that talk to the kernel
-//! directly, and each block there carries a `// SAFETY:` comment.
+//! `/proc`), `fsutil` (atomic, durable file writes) and `logfile` (logs
+//! rotated by size, and the copier that fills them from a pipe). `unsafe`
+//! is denied everywhere but in `signal` and `process`, which talk to the
+//! kernel directly, and each block there carries a `// SAFETY:` comment.
 
 #![deny(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub(crate) mod cli;
 pub(crate) mod error;
 pub(crate) mod exit;
 pub(crate) mod fsutil;
+pub(crate) mod logfile;
 pub(crate) mod net;
 #[allow(unsafe_code)]
 pub(crate) mod process;

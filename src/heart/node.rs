@@ -827,6 +827,8 @@ impl Node {
             port: Some(self.heart_port),
             report_url: self.report_url.clone(),
             log_file: log_path.to_path_buf(),
+            log_max_size: None,
+            log_keep: None,
             pidfile: self.paths.pidfile(id),
             startflagfile: self.paths.startflag(id),
             stop_timeout: Some(launch.stop_timeout),
@@ -1045,10 +1047,10 @@ impl Node {
             self.paths.pidfile(id),
             self.paths.startflag(id),
             self.paths.exited(id),
-            self.paths.log(id),
         ] {
             let _ = crate::fsutil::remove_if_exists(&path);
         }
+        let _ = crate::logfile::remove_all(&self.paths.log(id));
         self.update(|cat| {
             let mut rec = cat.instances.remove(id).ok_or_else(|| not_found(id))?;
             rec.state = State::Deregistered;

@@ -6,6 +6,8 @@
 //! - [`id`]: [`InstanceId`], parsed once wherever an id enters;
 //! - [`seconds`]: [`Seconds`], the one parser and bound of every timeout;
 //! - [`control`]: the supervisor's control file and exit report path;
+//! - [`log_limits`]: [`LogSize`] and [`LogKeep`], the limits of a rotated
+//!   log;
 //! - [`exited`]: the `.exited` file, with its one writer and one reader;
 //! - [`api`]: the heart's HTTP API bodies;
 //! - [`plugin`]: the external runtime plugin protocol;
@@ -22,6 +24,7 @@ pub mod api;
 pub mod control;
 pub mod exited;
 pub mod id;
+pub mod log_limits;
 pub mod pacemaker;
 pub mod plugin;
 pub mod seconds;
@@ -34,6 +37,7 @@ pub use control::{
     exit_report_path, Command, ControlFile, DEFAULT_REPORT_DEADLINE, DEFAULT_STOP_TIMEOUT,
 };
 pub use id::{InstanceId, InvalidId, INSTANCE_ID_MAX};
+pub use log_limits::{InvalidLogKeep, InvalidLogSize, LogKeep, LogSize};
 pub use pacemaker::NodeReport;
 pub use plugin::{
     PluginEnvironment, PluginEnvironmentRequest, PluginInstance, PluginMessage, PluginStart,

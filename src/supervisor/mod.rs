@@ -6,15 +6,25 @@
 //!    stderr if it is missing, unreadable or invalid); with `--detach`,
 //!    fork: the parent exits 0 at once, the child goes on in a new session;
 //! 2. catch SIGTERM, SIGHUP and SIGINT into the self-pipe, become a child
-//!    subreaper, open the log, start the command in its own process group
-//!    with SIGKILL as its parent-death signal; write the pidfile, then the
-//!    startflag;
+//!    subreaper, open the log, start the `output-copier` thread on a new
+//!    pipe, start the command in its own process group with that pipe as
+//!    its stdout and stderr and SIGKILL as its parent-death signal; write
+//!    the pidfile, then the startflag;
 //! 3. the main thread waits (blocking `waitid`) and reaps; the
 //!    `signal-forwarder` thread turns a SIGTERM into SIGTERM to the
-//!    command's group and, after `stop_timeout`, SIGKILL;
-//! 4. once the command has ended, end every descendant left behind,
-//!    remove the control file, report the code to the heart or record it
-//!    in the `.exited` file, and remove the pidfile.
+//!    command's group and, after `stop_timeout`, SIGKILL; the
+//!    `output-copier` thread appends what comes through the pipe to the
+//!    log by whole lines, rotating it by size (`log`, `logfile`);
+//! 4. once the command has ended, let the copier reach the end of the
+//!    pipe ([`OUTPUT_DRAIN`]) and log the end, end every descendant left
+//!    behind, let the copier finish ([`OUTPUT_END`]), remove the control
+//!    file, report the code to the heart or record it in the `.exited`
+//!    file, and remove the pidfile.
+//!
+//! Threads: the main thread; `signal-forwarder` and `output-copier`, never
+//! joined: the forwarder blocks on the signal pipe for the life of the
+//! process, and the copier ends by itself at the end of the pipe, which
+//! the main thread waits for (bounded) through [`Copier::wait`].
 //!
 //! The pid-reuse invariant: the command's pid sits in a slot under a
 //! mutex. The forwarder signals the group only while holding the lock
@@ -43,8 +53,10 @@ use crate::cli;
 use crate::error::{Error, Result};
 use crate::exit::Supervisor as Code;
 use crate::fsutil;
+use crate::logfile::copy::Copier;
+use crate::logfile::Limits;
 use crate::process::{self, Credentials, Detached};
-use crate::protocol::{self, exited, ControlFile};
+use crate::protocol::{self, exited, ControlFile, LogKeep, LogSize};
 use crate::shellwords;
 use crate::signal::{self, SignalPipe};
 use crate::wait;
@@ -73,6 +85,15 @@ See pm-supervisor(8).
 /// Stack of the `signal-forwarder` thread: it formats a log line and makes
 /// a few system calls, nothing deeper.
 const FORWARDER_STACK: usize = 32 * 1024;
+
+/// How long, once the command has been reaped, the copier gets to reach
+/// the end of its output before `Completed with result code N` is logged:
+/// at once, unless a descendant still holds the pipe open.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(200);
+
+/// How long, once every descendant has ended, the copier gets to write
+/// the last of the output before the report.
+const OUTPUT_END: Duration = Duration::from_secs(1);
 
 /// How long SIGKILLed descendants get to disappear before we give up on
 /// reaping them (a process in uninterruptible sleep can outlive a SIGKILL).
@@ -127,6 +148,8 @@ pub(crate) struct Config {
     pub environment: protocol::Environment,
     /// The log file.
     pub log_file: PathBuf,
+    /// Its rotation.
+    pub log_limits: Limits,
     /// The pidfile.
     pub pidfile: PathBuf,
     /// The startflag file.
@@ -239,6 +262,10 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
         cwd: control.cwd,
         environment: control.environment,
         log_file: control.log_file,
+        log_limits: Limits::new(
+            control.log_max_size.unwrap_or(LogSize::DEFAULT).bytes(),
+            control.log_keep.unwrap_or(LogKeep::DEFAULT).files(),
+        ),
         pidfile: control.pidfile,
         startflag: control.startflagfile,
         stop_timeout,
@@ -304,7 +331,7 @@ pub fn main() -> ExitCode {
     if args.detach {
         // The log is checked here too, while someone can still hear the
         // complaint: after detaching, stderr is /dev/null.
-        if let Err(err) = Log::open(&config.log_file) {
+        if let Err(err) = Log::open(&config.log_file, config.log_limits) {
             cli::fatal(PROG, err);
             return Code::System.into();
         }
@@ -355,7 +382,7 @@ impl Shared {
 /// The log cannot be opened. Everything after that is logged and worked
 /// around: once the command runs, the supervisor does not bail out.
 pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
-    let log = Arc::new(Log::open(&config.log_file)?);
+    let log = Arc::new(Log::open(&config.log_file, config.log_limits)?);
     if let Err(err) = process::become_subreaper() {
         log.warn(format_args!("{err}; daemonizing descendants may escape"));
     }
@@ -373,7 +400,7 @@ pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
             write_state_file(&config.startflag, b"", &log);
             code
         }
-        Ok(pid) => {
+        Ok((pid, output)) => {
             write_state_file(
                 &config.pidfile,
                 format!("{}\n", std::process::id()).as_bytes(),
@@ -393,9 +420,17 @@ pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
                 log.error(format_args!("{err}; stop requests will not be forwarded"));
             }
             let status = wait_for_command(pid, &shared, &log);
+            // The command's last lines go before the line about its end.
+            output.wait(OUTPUT_DRAIN);
             let stop_requested = shared.lock().stop_requested;
             let code = code_of(status, stop_requested, &log);
             end_descendants(config.stop_timeout, &log);
+            if !output.wait(OUTPUT_END) {
+                log.warn(format_args!(
+                    "The output pipe is still open after every process ended; \
+                     output written from now on is lost"
+                ));
+            }
             code
         }
     };
@@ -415,8 +450,9 @@ pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
     })
 }
 
-/// Starts the command; returns its pid, which is also its process group.
-fn start(config: &Config, log: &Log) -> io::Result<Pid> {
+/// Starts the command; returns its pid, which is also its process group,
+/// and the copier of its output.
+fn start(config: &Config, log: &Log) -> io::Result<(Pid, Copier)> {
     log.info(format_args!(
         "Starting {:?} in {}{}",
         config.argv,
@@ -433,8 +469,8 @@ fn start(config: &Config, log: &Log) -> io::Result<Pid> {
         ));
         return Err(err);
     }
-    let out = log.file().try_clone()?;
-    let err = log.file().try_clone()?;
+    // Before the command, so that it never writes to a pipe nobody reads.
+    let (output, [out, err]) = log.command_output()?;
     let mut cmd = Command::new(&config.argv[0]);
     cmd.args(&config.argv[1..])
         .env_clear()
@@ -444,13 +480,17 @@ fn start(config: &Config, log: &Log) -> io::Result<Pid> {
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    let child = process::spawn_supervised(&mut cmd, config.credentials.as_ref())?;
+    let child = process::spawn_supervised(&mut cmd, config.credentials.as_ref());
+    // Our copies of the write end: while we held them, the copier would
+    // never see the end of the output.
+    drop(cmd);
+    let child = child?;
     let pid = Pid::from_raw(child.id() as i32);
     // `child` is dropped without `wait`: the main thread reaps with
     // waitid/waitpid, and two reapers for one child would race.
     drop(child);
     log.info(format_args!("Started process {pid}"));
-    Ok(pid)
+    Ok((pid, output))
 }
 
 /// Starts the `signal-forwarder` thread.
