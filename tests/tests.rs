@@ -3,6 +3,7 @@
 mod apache;
 mod client;
 mod heart;
+mod logs;
 mod runtime;
 mod supervisor;
 mod util;
