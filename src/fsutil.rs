@@ -1,4 +1,4 @@
-//! Durable file writes and small file helpers.
+//! Durable file writes and small file helpers, log tails among them.
 //!
 //! State files (catalog, pidfile, startflag, `.exited`, control files) are
 //! never written in place: the bytes go to `NAME.new`, which is synced,
@@ -100,6 +100,42 @@ pub(crate) fn create_dir_all(path: &Path, mode: u32) -> Result<()> {
         .map_err(|e| Error::io("create directory", path, e))
 }
 
+/// The end of the file at `path` as text (invalid UTF-8 replaced): its
+/// bytes from offset `from`, or only its last `max_bytes` when that starts
+/// later; never more than `max_bytes`, even if the file grows meanwhile.
+///
+/// # Errors
+///
+/// The file cannot be opened, sought or read.
+pub(crate) fn read_tail(path: &Path, max_bytes: u64, from: u64) -> io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(from.max(len.saturating_sub(max_bytes))))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The tail of a log: the last `max_bytes` of the file at `path`, and of
+/// those only the last `lines` lines when given (each ending with a
+/// newline). Empty when the file cannot be read: a tail is quoted in
+/// answers and messages, where a missing log is no error.
+pub(crate) fn tail(path: &Path, max_bytes: u64, lines: Option<usize>) -> String {
+    let Ok(text) = read_tail(path, max_bytes, 0) else {
+        return String::new();
+    };
+    let Some(n) = lines else {
+        return text;
+    };
+    let all: Vec<&str> = text.lines().collect();
+    let mut out = all[all.len().saturating_sub(n)..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +165,20 @@ mod tests {
     fn write_atomic_into_missing_directory_names_the_path() {
         let err = write_atomic(Path::new("/nonexistent-pm/x"), b"", 0o644).unwrap_err();
         assert!(err.to_string().contains("/nonexistent-pm/x.new"), "{err}");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_of_the_last_bytes() {
+        let dir = scratch("tail");
+        let path = dir.join("x.log");
+        fs::write(&path, "a\nb\nc\n").unwrap();
+        assert_eq!(tail(&path, 1 << 20, Some(2)), "b\nc\n");
+        assert_eq!(tail(&path, 1 << 20, None), "a\nb\nc\n");
+        assert_eq!(tail(&path, 4, None), "b\nc\n");
+        assert_eq!(tail(&path, 1 << 20, Some(0)), "");
+        assert_eq!(tail(&dir.join("none"), 1 << 20, Some(2)), "");
+        assert_eq!(read_tail(&path, 1 << 20, 4).unwrap(), "c\n");
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   not, so they never block a restart on the same port. Only ever call
 //!   it when no application of ours may be binding the port at that very
 //!   moment: the test listener holds the port for a few microseconds.
-//! - [`port_answers`]: a TCP connect to `127.0.0.1:PORT` succeeds. A
+//! - [`port_answers`] (and [`connect`], for a probe that talks once
+//!   connected): a TCP connect to `127.0.0.1:PORT` succeeds. A
 //!   connect to a loopback port nobody listens on may pick that very port
 //!   as its own ephemeral source port and connect to itself (TCP
 //!   simultaneous open); such a connection is recognised (its local and
@@ -42,18 +43,29 @@ pub(crate) fn port_free(port: u16) -> bool {
     }
 }
 
+/// A TCP connection to `127.0.0.1:port` made within `timeout`, when
+/// something accepts it; a connection that landed on itself is reset and
+/// is `None`.
+pub(crate) fn connect(port: u16, timeout: Duration) -> Option<TcpStream> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    answered(TcpStream::connect_timeout(&addr, timeout).ok()?)
+}
+
+/// `stream`, unless it is connected to itself (TCP simultaneous open on a
+/// port nobody listens on): then it is reset, leaving no TIME_WAIT, and
+/// the answer is `None`.
+fn answered(stream: TcpStream) -> Option<TcpStream> {
+    if stream.local_addr().ok() == stream.peer_addr().ok() {
+        reset(&stream);
+        return None;
+    }
+    Some(stream)
+}
+
 /// True when something accepts TCP connections on `127.0.0.1:port`
 /// within `timeout`.
 pub(crate) fn port_answers_within(port: u16, timeout: Duration) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(stream) = TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
-    if stream.local_addr().ok() == stream.peer_addr().ok() {
-        reset(&stream);
-        return false;
-    }
-    true
+    connect(port, timeout).is_some()
 }
 
 /// True when something accepts TCP connections on `127.0.0.1:port`.
@@ -83,6 +95,33 @@ pub(crate) fn loopback_of(addr: SocketAddr) -> SocketAddr {
         }
     }
     addr
+}
+
+/// Test support: runs `f` on a thread of its own in a new network
+/// namespace (root only) whose loopback is up and whose only ephemeral
+/// port is `port`: there, every connect to a closed `127.0.0.1:port`
+/// lands on itself, as a probe on a busy machine sometimes does.
+#[cfg(test)]
+pub(crate) fn with_self_connect<T: Send + 'static>(
+    port: u16,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("a network namespace of our own (needs root)");
+        // Children of this thread share its namespace.
+        let set_up = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "ip link set lo up && echo {port} {port} > /proc/sys/net/ipv4/ip_local_port_range"
+            ))
+            .status()
+            .expect("run sh");
+        assert!(set_up.success(), "cannot set up the namespace: {set_up}");
+        f()
+    })
+    .join()
+    .expect("the test thread panicked")
 }
 
 #[cfg(test)]
@@ -132,10 +171,22 @@ mod tests {
         nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&socket), &addr).unwrap();
         let stream = TcpStream::from(socket);
         assert_eq!(stream.local_addr().unwrap(), stream.peer_addr().unwrap());
-        reset(&stream);
-        drop(stream);
+        // The guard every probe goes through (port_answers, connect, and
+        // so the heart's, Apache's and pm-runtime check's probes): a
+        // connect that succeeded is no answer when it reached itself. A
+        // bare `connect(..).is_ok()`, as those probes once were, takes
+        // it for an answer and leaves a TIME_WAIT on the port.
+        assert!(answered(stream).is_none());
         // Reset, not closed: the port is bindable at once.
         assert!(port_free(port));
+    }
+
+    #[test]
+    fn a_connection_to_a_listener_is_an_answer() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stream = connect(port, PROBE_TIMEOUT).expect("the listener answers");
+        assert_eq!(stream.peer_addr().unwrap().port(), port);
     }
 
     #[test]
@@ -146,5 +197,23 @@ mod tests {
         assert_eq!(loopback_of(any6), "[::1]:80".parse().unwrap());
         let set: SocketAddr = "10.0.0.1:80".parse().unwrap();
         assert_eq!(loopback_of(set), set);
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn a_probe_that_lands_on_itself_is_no_answer() {
+        // Nobody listens on the port; the namespace makes every connect
+        // to it land on itself. The probe first, then a bare connect as
+        // the probes of Apache and pm-runtime check once were: it must
+        // land on itself (the setup works, and the probe's reset left
+        // the port usable) and would count as an answer.
+        let port = 40_000;
+        let (answers, bare) = with_self_connect(port, move || {
+            let answers = port_answers(port);
+            let bare = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok();
+            (answers, bare)
+        });
+        assert!(bare, "the connect did not land on itself: no test");
+        assert!(!answers, "a connection to itself was taken for an answer");
     }
 }

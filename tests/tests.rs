@@ -2,8 +2,11 @@
 
 mod apache;
 mod client;
+mod fixture;
 mod heart;
 mod logs;
+mod plugins;
+mod recovery;
 mod runtime;
 mod supervisor;
 mod util;

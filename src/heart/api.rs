@@ -30,9 +30,8 @@ use serde::Serialize;
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response};
 
-use super::node::{Node, Origin};
-use crate::error::Error;
-use crate::error::Refusal;
+use super::instance::{Node, Origin};
+use crate::error::{Error, Refusal};
 use crate::protocol::{self, InstanceId, InstanceList};
 use crate::secret::secret_eq;
 
@@ -48,13 +47,28 @@ enum Reply {
     Text(String),
 }
 
+/// Why a request is not done: the HTTP edge's own refusals, or an error
+/// of the node (a [`Refusal`], or a failure answered 500).
+#[derive(Debug)]
+enum Rejection {
+    /// No `Authorization: Bearer TOKEN` with the right token.
+    Unauthorised,
+    /// A known path with another method.
+    MethodNotAllowed(Method),
+    /// What the node answered.
+    Node(Error),
+}
+
+impl From<Error> for Rejection {
+    fn from(err: Error) -> Rejection {
+        Rejection::Node(err)
+    }
+}
+
 fn json_reply(status: u16, value: &impl Serialize) -> Reply {
     match serde_json::to_vec(value) {
         Ok(bytes) => Reply::Json(status, bytes),
-        Err(e) => error_reply(&Error::api(
-            500,
-            format!("unable to encode the answer: {e}"),
-        )),
+        Err(e) => error_reply(&Rejection::Node(Error::json("answer", e))),
     }
 }
 
@@ -72,28 +86,29 @@ fn status_of(refusal: &Refusal) -> u16 {
 }
 
 /// The status and message of an error answer.
-fn status_and_message(err: &Error) -> (u16, String) {
-    match err {
-        Error::Api { status, message } => (*status, message.clone()),
-        Error::Refused(refusal) => (status_of(refusal), refusal.to_string()),
-        other => (500, other.to_string()),
+fn status_and_message(rejection: &Rejection) -> (u16, String) {
+    match rejection {
+        Rejection::Unauthorised => (401, "missing or wrong API token".into()),
+        Rejection::MethodNotAllowed(method) => (405, format!("method {method} not allowed here")),
+        Rejection::Node(Error::Refused(refusal)) => (status_of(refusal), refusal.to_string()),
+        Rejection::Node(other) => (500, other.to_string()),
     }
 }
 
-fn error_reply(err: &Error) -> Reply {
-    if let Error::Refused(
+fn error_reply(rejection: &Rejection) -> Reply {
+    if let Rejection::Node(Error::Refused(
         refusal @ Refusal::Failed {
             message,
             instance: Some(instance),
         },
-    ) = err
+    )) = rejection
     {
         return json_reply(
             status_of(refusal),
             &json!({"error": message, "instance": instance}),
         );
     }
-    let (status, message) = status_and_message(err);
+    let (status, message) = status_and_message(rejection);
     let body = serde_json::to_vec(&protocol::ApiError { error: message })
         .unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
     Reply::Json(status, body)
@@ -119,12 +134,12 @@ static BODY_PROCESSING: AtomicUsize = AtomicUsize::new(0);
 /// bounded pool of workers.
 pub(crate) fn handle(node: &Arc<Node>, mut request: Request) {
     if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
-        let error = if needs_token(request.url()) && !authorised(node, &request) {
-            unauthorised()
+        let rejection = if needs_token(request.url()) && !authorised(node, &request) {
+            Rejection::Unauthorised
         } else {
-            too_large()
+            too_large().into()
         };
-        refuse_oversized(request, &error);
+        refuse_oversized(request, &rejection);
         return;
     }
     let chunked = request
@@ -210,22 +225,22 @@ const DRAIN_MAX: usize = 64 << 20;
 /// (its connection stays open until the heart exits) rather than risk the
 /// abort. That answer has the status (413, or 401 without the token) and
 /// the JSON error but, as a tiny_http upgrade, no `Content-Length`.
-fn refuse_oversized(request: Request, error: &Error) {
+fn refuse_oversized(request: Request, rejection: &Rejection) {
     let declared = request.body_length().unwrap_or(0);
     if declared <= DRAIN_MAX {
-        let reply = error_reply(error);
+        let reply = error_reply(rejection);
         let spawned = std::thread::Builder::new()
             .name("drain".into())
             .spawn(move || {
                 let _ = request.respond(response_of(reply));
             });
         if let Err(e) = spawned {
-            crate::cli::warn("pm-heart", format!("unable to start a drain thread: {e}"));
+            crate::cli::warn(super::PROG, format!("unable to start a drain thread: {e}"));
         }
     } else {
         // The status line and headers go out with the upgrade; the body
         // (whose length the client cannot know) follows on the raw stream.
-        let (status, message) = status_and_message(error);
+        let (status, message) = status_and_message(rejection);
         let body = serde_json::to_vec(&protocol::ApiError { error: message }).unwrap_or_default();
         let head = Response::empty(status);
         let mut stream = request.upgrade("close", head);
@@ -239,10 +254,6 @@ fn needs_token(url: &str) -> bool {
     let path = url.split_once('?').map_or(url, |(path, _)| path);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     !matches!(segments.as_slice(), ["health"] | ["instance", "exit", ..])
-}
-
-fn unauthorised() -> Error {
-    Error::api(401, "missing or wrong API token")
 }
 
 /// True when the request carries `Authorization: Bearer TOKEN`.
@@ -307,6 +318,12 @@ fn tail_param(query: &str) -> Result<Option<usize>, Error> {
     Ok(None)
 }
 
+/// The exit code in the path of an exit report.
+fn exit_code_param(code: &str) -> Result<i32, Error> {
+    code.parse()
+        .map_err(|_| Error::refused(Refusal::BadRequest, format!("invalid exit code {code:?}")))
+}
+
 /// Routes a request; `body` is its body when already read.
 fn route(node: &Node, request: &mut Request, body: Option<Result<Vec<u8>, Error>>) -> Reply {
     let url = request.url().to_string();
@@ -314,10 +331,10 @@ fn route(node: &Node, request: &mut Request, body: Option<Result<Vec<u8>, Error>
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = request.method().clone();
     if needs_token(path) && !authorised(node, request) {
-        return error_reply(&unauthorised());
+        return error_reply(&Rejection::Unauthorised);
     }
     let result = dispatch(node, request, body, &method, &segments, query);
-    result.unwrap_or_else(|e| error_reply(&e))
+    result.unwrap_or_else(|rejection| error_reply(&rejection))
 }
 
 fn dispatch(
@@ -327,7 +344,7 @@ fn dispatch(
     method: &Method,
     segments: &[&str],
     query: &str,
-) -> Result<Reply, Error> {
+) -> Result<Reply, Rejection> {
     use Method::{Delete, Get, Post};
     match (method, segments) {
         (Get, ["health"]) => Ok(json_reply(
@@ -369,7 +386,7 @@ fn dispatch(
                         &json!({"error": refusal.to_string(), "instance": instance}),
                     ))
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             }
         }
         (Post, ["instances", id, "stop"]) => {
@@ -385,6 +402,7 @@ fn dispatch(
             let id = &id
                 .parse()
                 .map_err(|_| Error::refused(Refusal::NotFound, format!("no instance {id}")))?;
+            let code = exit_code_param(code)?;
             let state = node.exit_report(id, key, code)?;
             Ok(json_reply(200, &json!({"state": state})))
         }
@@ -396,8 +414,8 @@ fn dispatch(
             | ["instances", _]
             | ["instances", _, "start" | "stop" | "log"]
             | ["instance", "exit", _, _, _],
-        ) => Err(Error::api(405, format!("method {method} not allowed here"))),
-        _ => Err(Error::refused(Refusal::NotFound, "no such route")),
+        ) => Err(Rejection::MethodNotAllowed(method.clone())),
+        _ => Err(Error::refused(Refusal::NotFound, "no such route").into()),
     }
 }
 
@@ -411,6 +429,31 @@ mod tests {
         assert_eq!(tail_param("x=1&tail=5").unwrap(), Some(5));
         assert!(tail_param("tail=-1").is_err());
         assert!(tail_param("tail=99999999999").is_err());
+    }
+
+    #[test]
+    fn exit_codes_are_parsed_here() {
+        assert_eq!(exit_code_param("3").unwrap(), 3);
+        let err = exit_code_param("abc").unwrap_err();
+        assert!(
+            matches!(err, Error::Refused(Refusal::BadRequest(_))),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_rejection_has_its_status() {
+        let statuses = [
+            (Rejection::Unauthorised, 401),
+            (Rejection::MethodNotAllowed(Method::Put), 405),
+            (Error::refused(Refusal::NotFound, "x").into(), 404),
+            (Error::refused(Refusal::Conflict, "x").into(), 409),
+            (Error::refused(Refusal::Unprocessable, "x").into(), 422),
+            (Error::Http("x".into()).into(), 500),
+        ];
+        for (rejection, status) in statuses {
+            assert_eq!(status_and_message(&rejection).0, status, "{rejection:?}");
+        }
     }
 
     #[test]

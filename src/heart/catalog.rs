@@ -1,4 +1,4 @@
-//! The instance catalog and the layout of the data directory.
+//! The instance catalog: `catalog.json`, its records and their format.
 //!
 //! `DATA_DIR/catalog.json` holds every registered instance with its state,
 //! its port, the supervisor identity (pid + start time) and exit key of its
@@ -20,74 +20,24 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::process::Identity;
-use crate::protocol::exited;
 use crate::protocol::{
-    Application, Environment, InstanceId, InstanceView, Restart, RuntimeSpec, Seconds, State,
+    Application, Environment, InstanceId, InstanceView, Parameters, Restart, RuntimeSpec, Seconds,
+    State,
 };
 
 /// Format version of `catalog.json`.
 pub(crate) const FORMAT: u32 = 1;
 
-/// Where everything lives in the data directory.
-#[derive(Debug, Clone)]
-pub(crate) struct Paths {
-    /// The data directory itself, absolute.
-    pub root: PathBuf,
-}
+/// Default bound of each startup command (parameter `startup_timeout`).
+pub(crate) use crate::plugins::params::DEFAULT_STARTUP_TIMEOUT;
 
-impl Paths {
-    /// `catalog.json`.
-    pub(crate) fn catalog(&self) -> PathBuf {
-        self.root.join("catalog.json")
-    }
-    /// `token`, mode 0600.
-    pub(crate) fn token(&self) -> PathBuf {
-        self.root.join("token")
-    }
-    /// `address`: the `IP:PORT` a client should use.
-    pub(crate) fn address(&self) -> PathBuf {
-        self.root.join("address")
-    }
-    /// `instances/`.
-    pub(crate) fn instances(&self) -> PathBuf {
-        self.root.join("instances")
-    }
-    /// `instances/ID/`. `id` must be valid.
-    pub(crate) fn instance(&self, id: &str) -> PathBuf {
-        self.instances().join(id)
-    }
-    /// `supervisor/`.
-    pub(crate) fn supervisor(&self) -> PathBuf {
-        self.root.join("supervisor")
-    }
-    /// `supervisor/ID.json`, the control file.
-    pub(crate) fn control(&self, id: &str) -> PathBuf {
-        self.supervisor().join(format!("{id}.json"))
-    }
-    /// `supervisor/ID.pid`.
-    pub(crate) fn pidfile(&self, id: &str) -> PathBuf {
-        self.supervisor().join(format!("{id}.pid"))
-    }
-    /// `supervisor/ID.start`.
-    pub(crate) fn startflag(&self, id: &str) -> PathBuf {
-        self.supervisor().join(format!("{id}.start"))
-    }
-    /// `supervisor/ID.exited`.
-    pub(crate) fn exited(&self, id: &InstanceId) -> PathBuf {
-        exited::path(&self.supervisor(), id)
-    }
-    /// `logs/`.
-    pub(crate) fn logs(&self) -> PathBuf {
-        self.root.join("logs")
-    }
-    /// `logs/ID.log`.
-    pub(crate) fn log(&self, id: &str) -> PathBuf {
-        self.logs().join(format!("{id}.log"))
-    }
-    /// `runtimes/`, for managed daemons.
-    pub(crate) fn runtimes(&self) -> PathBuf {
-        self.root.join("runtimes")
-    }
+/// The runtime parameter `startup_timeout`, or its default.
+///
+/// # Errors
+///
+/// The parameter is not a number of seconds within the bound.
+pub(crate) fn startup_timeout(parameters: &Parameters) -> Result<Seconds> {
+    crate::plugins::params::startup_timeout(parameters)
 }
 
 /// Restart backoff of one instance; survives a heart restart.
@@ -141,6 +91,11 @@ pub(crate) struct Record {
     /// Seconds from SIGTERM to SIGKILL of the current launch.
     #[serde(default)]
     pub stop_timeout: Option<Seconds>,
+    /// The bound of each startup command (runtime parameter
+    /// `startup_timeout`), parsed at register; a catalog written before
+    /// the field existed gets it from the parameters when loaded.
+    #[serde(default)]
+    pub startup_timeout: Option<Seconds>,
     /// An operator asked for a stop: the exit is not a failure and is never
     /// restarted.
     #[serde(default)]
@@ -211,6 +166,13 @@ impl Catalog {
         catalog
             .instances
             .retain(|_, r| r.state != State::Allocated && r.state != State::Deregistered);
+        for record in catalog.instances.values_mut() {
+            if record.startup_timeout.is_none() {
+                // Checked at register: the default is never needed.
+                let parsed = startup_timeout(&record.runtime.parameters);
+                record.startup_timeout = Some(parsed.unwrap_or(DEFAULT_STARTUP_TIMEOUT));
+            }
+        }
         catalog.format = FORMAT;
         Ok(catalog)
     }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::layout::DEFAULT_DATA_DIR;
 use crate::error::{Error, Result};
 
 /// The usage text of `pm-heart serve`, identical to the man page SYNOPSIS.
@@ -42,8 +43,6 @@ state in DIR (default ./pm-data) and instance ports from LOW-HIGH
 
 /// Default listen address.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:42500";
-/// Default data directory.
-pub(crate) const DEFAULT_DATA_DIR: &str = "./pm-data";
 /// Default instance port range.
 pub(crate) const DEFAULT_PORTS: PortRange = PortRange {
     low: 42600,
@@ -195,11 +194,15 @@ fn parse_interval(secs: f64) -> Result<Duration> {
     }
 }
 
-/// Reads `path` as a config file.
+/// Reads `path` as a config file. A file that cannot be read or is not a
+/// valid config is misuse ([`Error::Usage`]), whatever the reason, with
+/// the message of the underlying error.
 fn read_file(path: &Path) -> Result<FileConfig> {
-    let text = crate::fsutil::read_text(path, "config file")?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::json(format!("config file {}", path.display()), e))
+    let text =
+        crate::fsutil::read_text(path, "config file").map_err(|e| Error::Usage(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::Usage(Error::json(format!("config file {}", path.display()), e).to_string())
+    })
 }
 
 /// Merges the command line over the config file over the defaults.
@@ -308,9 +311,19 @@ mod tests {
         assert!(config.stop_on_exit);
 
         std::fs::write(&file, r#"{"listen": "127.0.0.1:1", "colour": "red"}"#).unwrap();
-        let args = parse_args(["--config".into(), file.into_os_string()]).unwrap();
-        let err = resolve(args).unwrap_err().to_string();
-        assert!(err.contains("unknown field"), "{err}");
+        let args = parse_args(["--config".into(), file.clone().into_os_string()]).unwrap();
+        let err = resolve(args).unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let missing = file.with_file_name("missing.json");
+        let args = parse_args(["--config".into(), missing.clone().into_os_string()]).unwrap();
+        let err = resolve(args).unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("unable to read config file {}", missing.display())),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -22,10 +22,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::PROG;
 use crate::cli;
 use crate::protocol::{pacemaker, NodeReport};
-
-const PROG: &str = "pm-heart";
 
 /// Bound on one POST to the controller.
 const TRY_TIMEOUT: Duration = Duration::from_secs(5);

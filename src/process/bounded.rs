@@ -8,14 +8,16 @@
 //! passes, or on [`Bounded::terminate`] or drop, the whole group is
 //! killed before the leader is reaped. Startup commands, source copies,
 //! runtime plugin calls, Apache's tools and `pm-runtime check` all run
-//! through it.
+//! through it; [`output`] also captures what the child writes (plugin
+//! calls, Apache's tools).
 
-use std::process::{Child, Command, ExitStatus};
+use std::io::{Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
@@ -56,11 +58,6 @@ impl Bounded {
             .map_err(|e| Error::io("run", &what, e))?;
         let group = Some(Pid::from_raw(child.id() as i32));
         Ok(Bounded { child, group, what })
-    }
-
-    /// The child, to take its standard streams.
-    pub(crate) fn child_mut(&mut self) -> &mut Child {
-        &mut self.child
     }
 
     /// True once the leader has ended (it is not reaped by this).
@@ -125,14 +122,9 @@ impl Bounded {
         let (tx, rx) = mpsc::channel();
         let waiter = thread::Builder::new()
             .name("bounded-waiter".into())
-            .spawn(move || loop {
-                match waitid(Id::Pid(group), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-                    Err(Errno::EINTR) => continue,
-                    _ => {
-                        let _ = tx.send(());
-                        break;
-                    }
-                }
+            .spawn(move || {
+                let _ = super::reap::wait_unreaped(group);
+                let _ = tx.send(());
             });
         match waiter {
             // The waiter ends with the leader: after a timeout the caller
@@ -174,6 +166,109 @@ pub(crate) fn run(cmd: &mut Command, timeout: Duration, what: &str) -> Result<Op
     match child.wait(timeout, false)? {
         Ended::Exited(status) => Ok(Some(super::code_of_status(status))),
         Ended::TimedOut => Ok(None),
+    }
+}
+
+/// What [`output`] gave: how the child ended and what it wrote.
+#[derive(Debug)]
+pub(crate) struct Output {
+    /// The leader's exit status.
+    pub status: ExitStatus,
+    /// Its standard output, at most the cap asked for.
+    pub stdout: Vec<u8>,
+    /// Its standard error, at most the cap asked for.
+    pub stderr: Vec<u8>,
+}
+
+/// How long the output pipes may stay open after the leader exited (a
+/// daemon it started may hold them).
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs `cmd` like [`run`], capturing its output: `input`, if any, is
+/// written to its standard input by a thread (a child that exits without
+/// reading it is fine; without input, standard input is `/dev/null`), and
+/// its standard output and error are each read by a thread that keeps at
+/// most `caps.0` and `caps.1` bytes and reads and drops the rest, so the
+/// child never blocks on a full pipe. After the leader exited, the pipes
+/// get [`DRAIN_GRACE`] to close. `None` when the deadline passed (the
+/// group was killed).
+///
+/// # Errors
+///
+/// The command cannot be started or waited for.
+pub(crate) fn output(
+    cmd: &mut Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+    caps: (usize, usize),
+    what: &str,
+) -> Result<Option<Output>> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = Bounded::spawn(cmd, what)?;
+    let stdout = child.child.stdout.take().map(|r| Capture::start(r, caps.0));
+    let stderr = child.child.stderr.take().map(|r| Capture::start(r, caps.1));
+    if let (Some(mut stdin), Some(input)) = (child.child.stdin.take(), input) {
+        // EPIPE from a child that did not read is dropped with the thread.
+        let _ = thread::Builder::new()
+            .name("bounded-stdin".into())
+            .spawn(move || {
+                let _ = stdin.write_all(&input);
+            });
+    }
+    let Ended::Exited(status) = child.wait(timeout, false)? else {
+        return Ok(None);
+    };
+    let finish = |c: Option<Capture>| c.map(Capture::finish).unwrap_or_default();
+    Ok(Some(Output {
+        status,
+        stdout: finish(stdout),
+        stderr: finish(stderr),
+    }))
+}
+
+/// One output pipe, read to its end by a thread.
+struct Capture {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Capture {
+    fn start(mut reader: impl Read + Send + 'static, cap: usize) -> Capture {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let shared = Arc::clone(&buffer);
+        let _ = thread::Builder::new()
+            .name("bounded-output".into())
+            .spawn(move || {
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match reader.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let mut buf = shared.lock().unwrap_or_else(|e| e.into_inner());
+                            let room = cap.saturating_sub(buf.len());
+                            buf.extend_from_slice(&chunk[..n.min(room)]);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                let _ = tx.send(());
+            });
+        Capture { buffer, done }
+    }
+
+    /// What was read, once the pipe closed or [`DRAIN_GRACE`] passed.
+    fn finish(self) -> Vec<u8> {
+        let _ = self.done.recv_timeout(DRAIN_GRACE);
+        let mut buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *buf)
     }
 }
 
@@ -226,5 +321,30 @@ mod tests {
         });
         assert!(gone, "pid {left} outlived its group");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn output_is_captured_capped_and_bounded() {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "cat; echo err >&2; head -c 100000 /dev/zero"]);
+        let out = output(
+            &mut cmd,
+            Some(b"in\n".to_vec()),
+            Duration::from_secs(10),
+            (10, 100),
+            "sh",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"in\n\0\0\0\0\0\0\0");
+        assert_eq!(out.stderr, b"err\n");
+
+        let started = Instant::now();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "echo partial; exec sleep 30"]);
+        let out = output(&mut cmd, None, Duration::from_millis(300), (100, 100), "sh").unwrap();
+        assert!(out.is_none());
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

@@ -7,12 +7,14 @@
 //!
 //! The OS side of running commands lives beside it: [`spawn`] (the spawn
 //! with its pre-exec hook, credentials, the detaching fork), [`reap`]
-//! (waiting without reaping, reaping, signalling process groups) and
+//! (waiting without reaping, reaping, signalling process groups),
 //! [`bounded`] (a child run with a deadline, its whole group killed when
-//! it outlives it). [`code_of_status`] is the one mapping from how a
-//! process ended to the code the suite reports.
+//! it outlives it) and [`forward`] (signals forwarded to a child that may
+//! be signalled only until it ends). [`code_of_status`] is the one mapping
+//! from how a process ended to the code the suite reports.
 
 pub(crate) mod bounded;
+pub(crate) mod forward;
 pub(crate) mod reap;
 pub(crate) mod spawn;
 
@@ -23,15 +25,15 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 use nix::sys::signal::{self, Signal};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use bounded::{Bounded, Ended};
-pub(crate) use reap::{
-    become_subreaper, children_of, reap, reap_ended, signal_group, wait_any_unreaped,
-};
+pub(crate) use reap::{become_subreaper, children_of, reap_ended, signal_group};
 pub(crate) use spawn::{
-    detach, mark_inherited_cloexec, resolve_user, spawn_supervised, Credentials, Detached,
+    detach, mark_inherited_cloexec, resolve_user, spawn_supervised, Confinement, Credentials,
+    Detached,
 };
 
 /// A process as the kernel knows it: pid plus start time.
@@ -136,6 +138,41 @@ pub(crate) fn code_of_status(status: ExitStatus) -> i32 {
     }
 }
 
+/// Test support: spawns `sleep 60` as the leader of a new process group
+/// with the pid `pid`, which must be free, by setting the last pid of the
+/// pid namespace (`/proc/sys/kernel/ns_last_pid`, root only) just below
+/// it: what pid reuse does on a busy machine. `None` when it cannot be
+/// set, or another process took the pid first every time.
+/// The code for a child whose wait status is `status`, by the rule of
+/// [`code_of_status`]; `None` for a status that is no end (stopped,
+/// continued, still alive).
+pub(crate) fn code_of_wait(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code_of_exit(code)),
+        WaitStatus::Signaled(_, signal, _) => Some(code_of_signal(signal)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn squat(pid: i32) -> Option<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    for _ in 0..100 {
+        fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .ok()?;
+        if child.id() as i32 == pid {
+            return Some(child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +210,12 @@ mod tests {
         assert_eq!(code_of_signal(Signal::SIGKILL), 137);
         assert_eq!(code_of_status(ExitStatus::from_raw(3 << 8)), 3);
         assert_eq!(code_of_status(ExitStatus::from_raw(9)), 137);
+        let pid = Pid::from_raw(1);
+        assert_eq!(code_of_wait(WaitStatus::Exited(pid, 3)), Some(3));
+        assert_eq!(
+            code_of_wait(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some(137)
+        );
+        assert_eq!(code_of_wait(WaitStatus::StillAlive), None);
     }
 }

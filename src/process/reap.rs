@@ -28,6 +28,22 @@ pub(crate) fn wait_any_unreaped() -> nix::Result<WaitStatus> {
     }
 }
 
+/// Blocks until the child `pid` has ended and returns its status without
+/// reaping it (`WNOWAIT`): its pid, and so its process group id, stays
+/// reserved until [`reap`].
+///
+/// # Errors
+///
+/// `ECHILD` when `pid` is not a child; `EINTR` is retried.
+pub(crate) fn wait_unreaped(pid: Pid) -> nix::Result<WaitStatus> {
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(Errno::EINTR) => {}
+            other => return other,
+        }
+    }
+}
+
 /// Reaps the ended child `pid`, returning its status.
 ///
 /// # Errors

@@ -1,15 +1,20 @@
 //! Starting commands: the supervised spawn with its pre-exec hook
-//! (default signal dispositions, credentials, parent-death signal), the
-//! user lookup done before the fork, descriptor hygiene, and the
-//! detaching fork of `pm-supervisor --detach`.
+//! (default signal dispositions, control groups, RLIMIT_NOFILE,
+//! credentials, parent-death signal), the user lookup done before the
+//! fork, descriptor hygiene, and the detaching fork of `pm-supervisor
+//! --detach`.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::libc;
 use nix::sys::prctl;
 use nix::sys::signal::Signal;
@@ -52,6 +57,116 @@ pub(crate) fn resolve_user(name: &str) -> Result<Credentials> {
     })
 }
 
+/// The most control groups a command may join (one per hierarchy: the
+/// hybrid layout has five).
+const GROUPS_MAX: usize = 16;
+
+/// What a command is confined to besides its credentials, prepared
+/// before the fork: the control groups it joins and its RLIMIT_NOFILE.
+/// The default confines nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Confinement {
+    /// The group directories, for messages.
+    groups: Vec<PathBuf>,
+    /// Their `cgroup.procs` files, as the pre-exec hook opens them.
+    procs: Vec<CString>,
+    /// RLIMIT_NOFILE, soft and hard.
+    nofile: Option<u64>,
+}
+
+impl Confinement {
+    /// Joins the control groups `groups` (directories) and sets
+    /// RLIMIT_NOFILE to `nofile`.
+    ///
+    /// # Errors
+    ///
+    /// A directory is not absolute or holds a NUL byte, or there are more
+    /// than 16.
+    pub(crate) fn new(groups: &[PathBuf], nofile: Option<u64>) -> Result<Confinement> {
+        if groups.len() > GROUPS_MAX {
+            return Err(Error::invalid(format!(
+                "{} control groups given: at most {GROUPS_MAX} can be joined",
+                groups.len()
+            )));
+        }
+        let mut procs = Vec::with_capacity(groups.len());
+        for dir in groups {
+            let file = crate::cgroup::procs_file(dir);
+            let path = CString::new(file.as_os_str().as_bytes())
+                .ok()
+                .filter(|_| dir.is_absolute())
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "control group {dir:?} is not an absolute path without NUL bytes"
+                    ))
+                })?;
+            procs.push(path);
+        }
+        Ok(Confinement {
+            groups: groups.to_vec(),
+            procs,
+            nofile,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.procs.is_empty() && self.nofile.is_none()
+    }
+}
+
+/// Which step of the pre-exec hook failed, as the child reports it to
+/// the parent: [`STEP_NOFILE`], or `STEP_GROUP + i` for group `i`.
+const STEP_NOFILE: u8 = 0;
+const STEP_GROUP: u8 = 1;
+
+/// Joins a control group: writes `0` (this process) to its
+/// `cgroup.procs`. Async-signal-safe: open, write and close.
+fn join_cgroup(procs: &CStr) -> io::Result<()> {
+    // SAFETY: `procs` is a valid NUL-terminated path built before the
+    // fork; open allocates nothing in this process.
+    let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened by us; the buffer is a live static
+    // byte of length 1.
+    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    let err = io::Error::last_os_error();
+    // SAFETY: `fd` is ours and closed exactly once.
+    unsafe { libc::close(fd) };
+    match written {
+        1 => Ok(()),
+        n if n < 0 => Err(err),
+        _ => Err(io::Error::from_raw_os_error(libc::EIO)),
+    }
+}
+
+/// Sets RLIMIT_NOFILE, soft and hard, to `n`. Async-signal-safe: one
+/// system call.
+fn set_nofile(n: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: n as libc::rlim_t,
+        rlim_max: n as libc::rlim_t,
+    };
+    // SAFETY: `limit` is a live, properly laid-out rlimit; setrlimit only
+    // reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Tells the parent which step failed: one byte on the report pipe (none
+/// when `fd` is -1). Async-signal-safe: one write.
+fn note_step(fd: libc::c_int, step: u8) {
+    if fd >= 0 {
+        // SAFETY: `fd` is the write end of a pipe created before the fork;
+        // the buffer is a live local byte of length 1.
+        unsafe { libc::write(fd, (&step as *const u8).cast(), 1) };
+    }
+}
+
 /// `CLOSE_RANGE_CLOEXEC` from `<linux/close_range.h>` (Linux 5.11).
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
@@ -92,8 +207,15 @@ pub(crate) fn mark_inherited_cloexec() {
 }
 
 /// Starts `cmd` as the supervised command: in its own process group (the
-/// caller sets `process_group(0)`), as `credentials` if given, and with
-/// SIGKILL as its parent-death signal, so it dies with the supervisor.
+/// caller sets `process_group(0)`), in the control groups of
+/// `confinement` and with its RLIMIT_NOFILE, as `credentials` if given,
+/// and with SIGKILL as its parent-death signal, so it dies with the
+/// supervisor.
+///
+/// The groups are joined in the child before anything else and before the
+/// exec, so that every process the command ever forks is in them; then
+/// the limit is set, then the credentials are changed (joining a group
+/// and raising a hard limit need the privileges dropped after).
 ///
 /// `spawn` returns only once the command has been executed or has failed
 /// to be (std reports exec failures through a close-on-exec pipe), so the
@@ -105,19 +227,35 @@ pub(crate) fn mark_inherited_cloexec() {
 /// # Errors
 ///
 /// The fork, a credential change, or the exec failed; the `io::Error`
-/// carries the OS reason (`ENOENT`, `EACCES`, ...).
+/// carries the OS reason (`ENOENT`, `EACCES`, ...). A control group that
+/// cannot be joined, or a limit that cannot be set, is an error without
+/// an OS code (so that it is not taken for a missing program) whose
+/// message names the group or the limit and gives the reason; the
+/// command is not run.
 pub(crate) fn spawn_supervised(
     cmd: &mut Command,
     credentials: Option<&Credentials>,
+    confinement: &Confinement,
 ) -> io::Result<Child> {
     let parent = nix::unistd::getpid();
     let creds = credentials.map(|c| (c.uid, c.gid, c.groups.clone()));
     let ignored = ignored_signals();
+    let procs = confinement.procs.clone();
+    let nofile = confinement.nofile;
+    // The child says which step failed on this pipe; std only passes the
+    // errno back.
+    let report = if confinement.is_empty() {
+        None
+    } else {
+        Some(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?)
+    };
+    let report_fd = report.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
     // SAFETY: the hook runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed. It makes raw rt_sigaction
-    // calls and calls setgroups, setgid, setuid, prctl and getppid, thin
-    // wrappers over system calls that neither allocate nor lock; `creds`
-    // and `ignored` were built before the fork and are only read.
+    // async-signal-safe calls are allowed. It makes raw rt_sigaction,
+    // open, write, close and setrlimit calls, and calls setgroups,
+    // setgid, setuid, prctl and getppid, thin wrappers over system calls
+    // that neither allocate nor lock; `creds`, `ignored`, `procs` and
+    // `report_fd` were built before the fork and are only read.
     unsafe {
         cmd.pre_exec(move || {
             // An ignored signal stays ignored across exec; the command
@@ -125,6 +263,18 @@ pub(crate) fn spawn_supervised(
             for signo in 1..=64 {
                 if ignored & (1 << (signo - 1)) != 0 {
                     kernel_sigaction(signo, Some(libc::SIG_DFL));
+                }
+            }
+            for (i, path) in procs.iter().enumerate() {
+                if let Err(err) = join_cgroup(path) {
+                    note_step(report_fd, STEP_GROUP + i as u8);
+                    return Err(err);
+                }
+            }
+            if let Some(n) = nofile {
+                if let Err(err) = set_nofile(n) {
+                    note_step(report_fd, STEP_NOFILE);
+                    return Err(err);
                 }
             }
             if let Some((uid, gid, groups)) = &creds {
@@ -143,7 +293,34 @@ pub(crate) fn spawn_supervised(
             Ok(())
         })
     };
-    cmd.spawn()
+    let result = cmd.spawn();
+    let Some((read_end, write_end)) = report else {
+        return result;
+    };
+    drop(write_end);
+    result.map_err(|err| {
+        // The child wrote its byte before std's own report of the error,
+        // which `spawn` has read: it is in the pipe now.
+        let mut step = [0u8; 1];
+        if nix::unistd::read(&read_end, &mut step) != Ok(1) {
+            return err;
+        }
+        let reason = match err.raw_os_error() {
+            Some(errno) => Errno::from_raw(errno).desc().to_owned(),
+            None => err.to_string(),
+        };
+        let message = match step[0] {
+            STEP_NOFILE => format!(
+                "unable to set RLIMIT_NOFILE to {}: {reason}",
+                nofile.unwrap_or_default()
+            ),
+            n => match confinement.groups.get(usize::from(n - STEP_GROUP)) {
+                Some(dir) => format!("unable to join control group {}: {reason}", dir.display()),
+                None => return err,
+            },
+        };
+        io::Error::other(message)
+    })
 }
 
 /// The kernel's `struct sigaction` for `rt_sigaction`, as laid out on
@@ -267,5 +444,101 @@ pub(crate) fn detach() -> Result<Detached> {
             Ok(Detached::Child)
         }
         Err(errno) => Err(Error::sys("fork", errno)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Stdio;
+
+    /// A scratch directory of one test, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("pm-spawn-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn shell(script: &str) -> Command {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", script]).stdin(Stdio::null());
+        cmd
+    }
+
+    #[test]
+    fn confinement_refuses_relative_paths_nul_bytes_and_too_many_groups() {
+        assert!(Confinement::new(&[PathBuf::from("/sys/fs/cgroup/x")], None).is_ok());
+        assert!(Confinement::new(&[PathBuf::from("sys/fs/cgroup/x")], None).is_err());
+        assert!(Confinement::new(&[PathBuf::from("/a\0b")], None).is_err());
+        let many = vec![PathBuf::from("/g"); GROUPS_MAX + 1];
+        assert!(Confinement::new(&many, None).is_err());
+        assert!(Confinement::default().is_empty());
+    }
+
+    #[test]
+    fn nofile_sets_the_soft_and_hard_limit_of_the_command() {
+        let scratch = Scratch::new("nofile");
+        let out = scratch.0.join("limits");
+        let confinement = Confinement::new(&[], Some(64)).unwrap();
+        let mut cmd = shell(&format!(
+            "echo $(ulimit -Sn) $(ulimit -Hn) > {}",
+            out.display()
+        ));
+        let status = spawn_supervised(&mut cmd, None, &confinement)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(fs::read_to_string(&out).unwrap(), "64 64\n");
+    }
+
+    #[test]
+    fn a_group_that_cannot_be_joined_is_a_start_failure_naming_it() {
+        let scratch = Scratch::new("join");
+        let ran = scratch.0.join("ran");
+        let group = scratch.0.join("no-such-group");
+        let confinement = Confinement::new(std::slice::from_ref(&group), None).unwrap();
+        let mut cmd = shell(&format!("echo > {}", ran.display()));
+        let err = spawn_supervised(&mut cmd, None, &confinement).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "unable to join control group {}: No such file or directory",
+                group.display()
+            )
+        );
+        // No OS code: the supervisor must not take it for a missing
+        // program (127).
+        assert_eq!(err.raw_os_error(), None);
+        assert!(!ran.exists(), "the command ran");
+    }
+
+    #[test]
+    fn an_impossible_nofile_is_a_start_failure_naming_the_limit() {
+        // Above fs.nr_open even root cannot go.
+        let nr_open: u64 = fs::read_to_string("/proc/sys/fs/nr_open")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let confinement = Confinement::new(&[], Some(nr_open + 1)).unwrap();
+        let err = spawn_supervised(&mut shell("true"), None, &confinement).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("unable to set RLIMIT_NOFILE to {}: ", nr_open + 1)),
+            "{text}"
+        );
+        assert_eq!(err.raw_os_error(), None);
     }
 }

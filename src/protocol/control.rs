@@ -37,6 +37,10 @@ pub struct ControlFile {
     /// The heart's HTTP port on 127.0.0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The heart's address file (`DATA_DIR/address`): read at each try of
+    /// the report, so that it reaches the heart that runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_file: Option<PathBuf>,
     /// A whole base URL for the report, instead of `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_url: Option<String>,
@@ -64,6 +68,17 @@ pub struct ControlFile {
     /// Run the command as this user and its groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Control-group directories the command joins before it is executed
+    /// (their `cgroup.procs`), so that everything it forks is in them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<PathBuf>,
+    /// RLIMIT_NOFILE, soft and hard, of the command.
+    #[serde(
+        default,
+        deserialize_with = "super::limits::nofile",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub nofile: Option<u64>,
 }
 
 /// Default seconds from SIGTERM to SIGKILL.
@@ -93,6 +108,29 @@ mod tests {
     fn control_file_requires_its_fields() {
         let err = serde_json::from_str::<ControlFile>(r#"{"instance_id": "x"}"#).unwrap_err();
         assert!(err.to_string().contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn cgroups_and_nofile_are_optional_and_nofile_is_bounded() {
+        let base = r#""instance_id": "x", "command": "a", "cwd": "/", "environment": {},
+            "exit_key": "k", "log_file": "/l", "pidfile": "/p", "startflagfile": "/s""#;
+        let c: ControlFile = serde_json::from_str(&format!("{{{base}}}")).unwrap();
+        assert!(c.cgroups.is_empty());
+        assert_eq!(c.nofile, None);
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            !json.contains("cgroups") && !json.contains("nofile"),
+            "{json}"
+        );
+        let c: ControlFile = serde_json::from_str(&format!(
+            r#"{{{base}, "cgroups": ["/sys/fs/cgroup/a", "/sys/fs/cgroup/b"], "nofile": 512}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.cgroups.len(), 2);
+        assert_eq!(c.nofile, Some(512));
+        let err = serde_json::from_str::<ControlFile>(&format!(r#"{{{base}, "nofile": 0}}"#))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("nofile: "), "{err}");
     }
 
     #[test]

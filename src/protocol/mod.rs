@@ -9,6 +9,7 @@
 //! - [`log_limits`]: [`LogSize`] and [`LogKeep`], the limits of a rotated
 //!   log;
 //! - [`exited`]: the `.exited` file, with its one writer and one reader;
+//! - [`limits`]: an instance's resource limits, parsed once at the edge;
 //! - [`api`]: the heart's HTTP API bodies;
 //! - [`plugin`]: the external runtime plugin protocol;
 //! - [`pacemaker`]: the reports to the optional controller.
@@ -24,6 +25,7 @@ pub mod api;
 pub mod control;
 pub mod exited;
 pub mod id;
+pub mod limits;
 pub mod log_limits;
 pub mod pacemaker;
 pub mod plugin;
@@ -37,6 +39,7 @@ pub use control::{
     exit_report_path, Command, ControlFile, DEFAULT_REPORT_DEADLINE, DEFAULT_STOP_TIMEOUT,
 };
 pub use id::{InstanceId, InvalidId, INSTANCE_ID_MAX};
+pub use limits::{Bytes, CpuMax, InvalidLimit, Limits};
 pub use log_limits::{InvalidLogKeep, InvalidLogSize, LogKeep, LogSize};
 pub use pacemaker::NodeReport;
 pub use plugin::{

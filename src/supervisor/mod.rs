@@ -21,27 +21,29 @@
 //!    file, report the code to the heart or record it in the `.exited`
 //!    file, and remove the pidfile.
 //!
-//! Threads: the main thread; `signal-forwarder` and `output-copier`, never
-//! joined: the forwarder blocks on the signal pipe for the life of the
-//! process, and the copier ends by itself at the end of the pipe, which
-//! the main thread waits for (bounded) through [`Copier::wait`].
+//! The pid-reuse invariant is kept by `process::forward`: the command's
+//! pid sits in a slot under a mutex. The forwarder signals the group only
+//! while holding the lock with the pid in the slot; the main thread waits
+//! with `WNOWAIT` (the zombie keeps the pid reserved), clears the slot
+//! under the lock, and only then reaps. So no signal is ever sent to a
+//! recycled pid.
 //!
-//! The pid-reuse invariant: the command's pid sits in a slot under a
-//! mutex. The forwarder signals the group only while holding the lock
-//! with the pid in the slot; the main thread waits with `WNOWAIT` (the
-//! zombie keeps the pid reserved), clears the slot under the lock, and
-//! only then reaps. So no signal is ever sent to a recycled pid.
+//! Threads: the main thread; `signal-forwarder` and `output-copier`, never
+//! joined: the forwarder blocks on the self-pipe until the process exits,
+//! and the copier ends by itself at the end of the pipe, which the main
+//! thread waits for (bounded) through [`Copier::wait`].
 
 mod log;
 mod report;
 
 use std::ffi::OsString;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -55,14 +57,15 @@ use crate::exit::Supervisor as Code;
 use crate::fsutil;
 use crate::logfile::copy::Copier;
 use crate::logfile::Limits;
-use crate::process::{self, Credentials, Detached};
+use crate::process::forward::{self, Others, Slot};
+use crate::process::{self, Confinement, Credentials, Detached};
 use crate::protocol::{self, exited, ControlFile, LogKeep, LogSize};
 use crate::shellwords;
 use crate::signal::{self, SignalPipe};
 use crate::wait;
 
 use self::log::Log;
-use self::report::{Outcome, Target};
+use self::report::{Base, Outcome, Target};
 
 const PROG: &str = "pm-supervisor";
 
@@ -81,10 +84,6 @@ options:
 
 See pm-supervisor(8).
 ";
-
-/// Stack of the `signal-forwarder` thread: it formats a log line and makes
-/// a few system calls, nothing deeper.
-const FORWARDER_STACK: usize = 32 * 1024;
 
 /// How long, once the command has been reaped, the copier gets to reach
 /// the end of its output before `Completed with result code N` is logged:
@@ -160,6 +159,8 @@ pub(crate) struct Config {
     pub target: Target,
     /// The user to run as, resolved.
     pub credentials: Option<Credentials>,
+    /// The control groups to join and RLIMIT_NOFILE, prepared.
+    pub confinement: Confinement,
 }
 
 /// A failure before the command runs, with the exit code it causes.
@@ -228,14 +229,9 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
     };
     let base = match (&control.report_url, control.port) {
         (Some(url), _) => {
-            if !url.starts_with("http://") {
-                return Err(Error::invalid(format!(
-                    "report_url {url:?} is not an http:// URL"
-                )));
-            }
-            url.trim_end_matches('/').to_owned()
+            Base::parse(url).map_err(|e| Error::invalid(format!("report_url {e}")))?
         }
-        (None, Some(port)) if port != 0 => format!("http://127.0.0.1:{port}"),
+        (None, Some(port)) if port != 0 => Base::of_addr(SocketAddr::from(([127, 0, 0, 1], port))),
         _ => return Err(Error::invalid("neither port nor report_url is given")),
     };
     if !valid_url_segment(&control.exit_key) {
@@ -255,6 +251,7 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
         Some(name) => Some(process::resolve_user(name)?),
         None => None,
     };
+    let confinement = Confinement::new(&control.cgroups, control.nofile)?;
     let exited_file = exited::path(exited::dir_of(&control.pidfile), &control.instance_id);
     Ok(Config {
         control_path: path.to_path_buf(),
@@ -271,12 +268,14 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
         stop_timeout,
         target: Target {
             base,
+            address_file: control.address_file,
             instance_id: control.instance_id,
             exit_key: control.exit_key,
             deadline,
             exited_file,
         },
         credentials,
+        confinement,
     })
 }
 
@@ -353,28 +352,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// What the two threads share.
-struct Shared {
-    state: Mutex<State>,
-    /// Signalled when the command has been reaped.
-    reaped: Condvar,
-}
-
-struct State {
-    /// The command's pid (= its process group) while it may be signalled.
-    child: Option<Pid>,
-    /// A SIGTERM asked us to stop.
-    stop_requested: bool,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A poisoned lock only means a thread panicked while holding it;
-        // the state itself is two plain fields and stays usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// Runs the command of `config` to its end and reports it.
 ///
 /// # Errors
@@ -407,23 +384,19 @@ pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
                 &log,
             );
             write_state_file(&config.startflag, b"", &log);
-            let shared = Arc::new(Shared {
-                state: Mutex::new(State {
-                    child: Some(pid),
-                    stop_requested: false,
-                }),
-                reaped: Condvar::new(),
-            });
-            if let Err(err) = spawn_forwarder(pipe, &shared, &log, config.stop_timeout) {
+            let slot = Arc::new(Slot::new(pid));
+            let stop_requested = Arc::new(AtomicBool::new(false));
+            if let Err(err) =
+                spawn_forwarder(pipe, &slot, &stop_requested, &log, config.stop_timeout)
+            {
                 // The command runs: we may no longer bail out. It can
                 // still be waited for and reported, and dies with us.
                 log.error(format_args!("{err}; stop requests will not be forwarded"));
             }
-            let status = wait_for_command(pid, &shared, &log);
+            let status = wait_for_command(pid, &slot, &log);
             // The command's last lines go before the line about its end.
             output.wait(OUTPUT_DRAIN);
-            let stop_requested = shared.lock().stop_requested;
-            let code = code_of(status, stop_requested, &log);
+            let code = code_of(status, stop_requested.load(Ordering::SeqCst), &log);
             end_descendants(config.stop_timeout, &log);
             if !output.wait(OUTPUT_END) {
                 log.warn(format_args!(
@@ -480,7 +453,8 @@ fn start(config: &Config, log: &Log) -> io::Result<(Pid, Copier)> {
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    let child = process::spawn_supervised(&mut cmd, config.credentials.as_ref());
+    let child =
+        process::spawn_supervised(&mut cmd, config.credentials.as_ref(), &config.confinement);
     // Our copies of the write end: while we held them, the copier would
     // never see the end of the output.
     drop(cmd);
@@ -493,50 +467,47 @@ fn start(config: &Config, log: &Log) -> io::Result<(Pid, Copier)> {
     Ok((pid, output))
 }
 
-/// Starts the `signal-forwarder` thread.
+/// Starts the `signal-forwarder` thread (`process::forward`) with the
+/// supervisor's policy, [`forward_signal`].
 fn spawn_forwarder(
     pipe: SignalPipe,
-    shared: &Arc<Shared>,
+    slot: &Arc<Slot>,
+    stop_requested: &Arc<AtomicBool>,
     log: &Arc<Log>,
     stop_timeout: Duration,
 ) -> Result<()> {
-    let shared = Arc::clone(shared);
-    let log = Arc::clone(log);
-    thread::Builder::new()
-        .name("signal-forwarder".into())
-        .stack_size(FORWARDER_STACK)
-        .spawn(move || forward_signals(&pipe, &shared, &log, stop_timeout))
-        .map(drop)
-        .map_err(|e| Error::sys("start the signal-forwarder thread", errno_of(&e)))
+    let (slot, stop_requested) = (Arc::clone(slot), Arc::clone(stop_requested));
+    let (log, failed_log) = (Arc::clone(log), Arc::clone(log));
+    forward::spawn_forwarder(
+        move || pipe.recv(),
+        move |signal| forward_signal(signal, &slot, &stop_requested, &log, stop_timeout),
+        move |err| failed_log.error(format_args!("Unable to read the signal pipe: {err}")),
+    )
+    .map_err(|e| Error::sys("start the signal-forwarder thread", errno_of(&e)))
 }
 
 fn errno_of(err: &io::Error) -> Errno {
     Errno::from_raw(err.raw_os_error().unwrap_or(0))
 }
 
-/// The forwarder: SIGTERM becomes a stop of the command's group; SIGHUP
-/// and SIGINT are dropped.
-fn forward_signals(pipe: &SignalPipe, shared: &Shared, log: &Log, stop_timeout: Duration) {
-    loop {
-        let signal = match pipe.recv() {
-            Ok(signal) => signal,
-            Err(err) => {
-                log.error(format_args!("Unable to read the signal pipe: {err}"));
-                return;
-            }
-        };
-        if signal != Signal::SIGTERM {
-            log.info(format_args!("Ignored {signal}"));
-            continue;
-        }
-        let mut state = shared.lock();
-        if state.stop_requested {
-            continue;
-        }
-        state.stop_requested = true;
-        let Some(pid) = state.child else {
-            continue;
-        };
+/// The policy of the forwarder: the first SIGTERM becomes a stop of the
+/// command's group (SIGTERM, then SIGKILL after `stop_timeout`); later
+/// ones do nothing more; SIGHUP and SIGINT are dropped.
+fn forward_signal(
+    signal: Signal,
+    slot: &Slot,
+    stop_requested: &AtomicBool,
+    log: &Log,
+    stop_timeout: Duration,
+) {
+    if signal != Signal::SIGTERM {
+        log.info(format_args!("Ignored {signal}"));
+        return;
+    }
+    if stop_requested.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let sent = slot.with_child(|pid| {
         log.info(format_args!(
             "Received SIGTERM; sending SIGTERM to process group {pid}"
         ));
@@ -546,54 +517,36 @@ fn forward_signals(pipe: &SignalPipe, shared: &Shared, log: &Log, stop_timeout: 
                 errno.desc()
             ));
         }
-        let (state, _) = shared
-            .reaped
-            .wait_timeout_while(state, stop_timeout, |s| s.child.is_some())
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(pid) = state.child {
-            log.warn(format_args!(
-                "Process group {pid} still running {} s after SIGTERM; sending SIGKILL",
-                stop_timeout.as_secs_f64()
-            ));
-            if let Err(errno) = process::signal_group(pid, Signal::SIGKILL) {
-                log.warn(format_args!(
-                    "Unable to send SIGKILL to process group {pid}: {}",
-                    errno.desc()
-                ));
-            }
-        }
+    });
+    if sent.is_none() || slot.wait_cleared(stop_timeout) {
+        return;
     }
+    slot.with_child(|pid| {
+        log.warn(format_args!(
+            "Process group {pid} still running {} s after SIGTERM; sending SIGKILL",
+            stop_timeout.as_secs_f64()
+        ));
+        if let Err(errno) = process::signal_group(pid, Signal::SIGKILL) {
+            log.warn(format_args!(
+                "Unable to send SIGKILL to process group {pid}: {}",
+                errno.desc()
+            ));
+        }
+    });
 }
 
 /// Waits for the command to end, reaping orphans that end meanwhile;
 /// returns its status. `None` if it vanished (cannot happen unless
 /// someone else reaps our children).
-fn wait_for_command(pid: Pid, shared: &Shared, log: &Log) -> Option<WaitStatus> {
-    loop {
-        match process::wait_any_unreaped() {
-            Ok(status) => {
-                let Some(ended) = status.pid() else {
-                    continue;
-                };
-                if ended == pid {
-                    // Clear the slot before reaping: from here on the
-                    // forwarder cannot signal this pid.
-                    shared.lock().child = None;
-                    shared.reaped.notify_all();
-                    return process::reap(pid).ok().or(Some(status));
-                }
-                // An adopted orphan: not in the slot, safe to reap now.
-                let _ = process::reap(ended);
-            }
-            Err(errno) => {
-                shared.lock().child = None;
-                shared.reaped.notify_all();
-                log.error(format_args!(
-                    "Unable to wait for process {pid}: {}",
-                    errno.desc()
-                ));
-                return None;
-            }
+fn wait_for_command(pid: Pid, slot: &Slot, log: &Log) -> Option<WaitStatus> {
+    match slot.wait(Others::Reap) {
+        Ok(status) => Some(status),
+        Err(errno) => {
+            log.error(format_args!(
+                "Unable to wait for process {pid}: {}",
+                errno.desc()
+            ));
+            None
         }
     }
 }
@@ -714,7 +667,7 @@ mod tests {
         ));
         let config = validate(Path::new("/c.json"), c).unwrap();
         assert_eq!(config.argv, ["echo", "a b"]);
-        assert_eq!(config.target.base, "http://127.0.0.1:1");
+        assert_eq!(config.target.base.authority, "127.0.0.1:1");
         assert_eq!(
             config.target.exited_file,
             PathBuf::from("/run/web-1.exited")

@@ -2,14 +2,13 @@
 //! `pm-runtime-NAME` in the plugin directories.
 //!
 //! A call is `pm-runtime-NAME MODE` with the JSON request on standard
-//! input and the JSON answer on standard output. The plugin runs in its own
-//! process group with the caller's environment; a thread writes the
-//! request and one thread each reads stdout and stderr (capped, the excess
-//! read and dropped), so a chatty plugin never blocks on a full pipe. A
-//! waiter thread waits for the plugin's exit without reaping it
-//! (`WNOWAIT`), so that when the call outlives its time limit the whole
-//! group can be killed while the leader's pid is still reserved; only the
-//! calling thread reaps. Exit status 0 is success; anything else is a
+//! input and the JSON answer on standard output. The plugin runs through
+//! the one timed runner (`process::bounded::output`): in its own process
+//! group with the caller's environment, the request written and stdout
+//! and stderr read by threads (capped, the excess read and dropped), so a
+//! chatty plugin never blocks on a full pipe, and when the call outlives
+//! its time limit the whole group is killed while the leader's pid is
+//! still reserved. Exit status 0 is success; anything else is a
 //! failure reported with the plugin's name, its status and its stderr.
 //! Every answer is checked for its shape before it is used.
 //!
@@ -17,13 +16,9 @@
 //! `pm-runtime-NAME` wins; a built-in runtime wins over a plugin of the
 //! same name (the registry looks at built-ins first).
 
-use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -32,12 +27,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{shell, Context, Launch, Runtime, Started};
+use super::params::Timeouts;
+use super::{Context, Launch, Runtime, Started};
 use crate::error::{Error, Result};
-use crate::process::{Bounded, Ended};
+use crate::process::bounded::{self, Output};
 use crate::protocol::{
     Environment, Parameters, PluginEnvironment, PluginEnvironmentRequest, PluginInstance,
-    PluginMessage, PluginStart, PluginVersions,
+    PluginMessage, PluginStart, PluginVersions, Seconds,
 };
 
 /// The file-name prefix of a plugin.
@@ -54,27 +50,28 @@ pub(crate) const TIMEOUT_VAR: &str = "PM_RUNTIME_TIMEOUT";
 const STDOUT_CAP: usize = 1 << 20;
 /// The most of a plugin's stderr that is kept.
 const STDERR_CAP: usize = 64 << 10;
-/// How long the output pipes may stay open after the plugin exited (a
-/// daemon it started may hold them).
-const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// The longest error message quoted from stderr.
 const STDERR_QUOTE: usize = 2000;
 
 /// The modes, in the order `pm-runtime check` runs them.
 pub(crate) const MODES: [&str; 5] = ["versions", "environment", "start", "status", "stop"];
 
-/// Parses a time limit in seconds: a positive number up to a day.
+/// Parses a time limit: [`Seconds`] (the one parser and bound), more
+/// than 0.
 ///
 /// # Errors
 ///
 /// Anything else.
 pub(crate) fn parse_timeout(text: &str) -> Result<Duration> {
-    match text.trim().parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
-        _ => Err(Error::invalid(format!(
-            "invalid timeout {text:?}: expected seconds, more than 0 and at most 86400"
-        ))),
+    let secs: Seconds = text
+        .parse()
+        .map_err(|e| Error::invalid(format!("invalid timeout: {e}")))?;
+    if secs.duration().is_zero() {
+        return Err(Error::invalid(
+            "invalid timeout: a plugin call needs more than 0 seconds",
+        ));
     }
+    Ok(secs.duration())
 }
 
 /// The time limit from `PM_RUNTIME_TIMEOUT`, or [`DEFAULT_TIMEOUT`] when it
@@ -165,17 +162,6 @@ pub(crate) struct External {
     timeout: Duration,
 }
 
-/// How a plugin call ended.
-#[derive(Debug)]
-pub(crate) struct Finished {
-    /// The plugin's exit status.
-    pub status: ExitStatus,
-    /// Its standard output, at most [`STDOUT_CAP`] bytes.
-    pub stdout: Vec<u8>,
-    /// Its standard error, at most [`STDERR_CAP`] bytes.
-    pub stderr: Vec<u8>,
-}
-
 impl External {
     /// The plugin `name` at `path`, whose calls may each take `timeout`.
     /// A bare file name is taken in the current directory, never looked
@@ -218,57 +204,27 @@ impl External {
     }
 
     /// Runs `pm-runtime-NAME MODE` with `input` on stdin, within the time
-    /// limit.
+    /// limit; its exit status and output.
     ///
     /// # Errors
     ///
     /// The plugin cannot be run, or it did not exit within the time limit
     /// (its process group is then killed).
-    pub(crate) fn run(&self, mode: &str, input: Vec<u8>) -> Result<Finished> {
+    fn run(&self, mode: &str, input: Vec<u8>) -> Result<Output> {
         let started = Instant::now();
-        let mut child = Bounded::spawn(
-            Command::new(&self.path)
-                .arg(mode)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-            format!("runtime plugin {} ({})", self.name, self.path.display()),
-        )?;
-        let stdout = child
-            .child_mut()
-            .stdout
-            .take()
-            .map(|r| Capture::start(r, STDOUT_CAP));
-        let stderr = child
-            .child_mut()
-            .stderr
-            .take()
-            .map(|r| Capture::start(r, STDERR_CAP));
-        if let Some(mut stdin) = child.child_mut().stdin.take() {
-            // A plugin that exits without reading its request is fine: the
-            // write fails with EPIPE and is dropped.
-            let _ = thread::Builder::new()
-                .name("plugin-stdin".into())
-                .spawn(move || {
-                    let _ = stdin.write_all(&input);
-                });
-        }
-        let status = match child.wait(self.timeout, false)? {
-            Ended::Exited(status) => status,
-            Ended::TimedOut => {
-                return Err(Error::invalid(format!(
-                    "{} timed out after {:.1} s; its process group was killed",
-                    self.context(mode),
-                    started.elapsed().as_secs_f64()
-                )))
-            }
-        };
-        let stdout = stdout.map(|c| c.finish()).unwrap_or_default();
-        let stderr = stderr.map(|c| c.finish()).unwrap_or_default();
-        Ok(Finished {
-            status,
-            stdout,
-            stderr,
+        bounded::output(
+            Command::new(&self.path).arg(mode),
+            Some(input),
+            self.timeout,
+            (STDOUT_CAP, STDERR_CAP),
+            &format!("runtime plugin {} ({})", self.name, self.path.display()),
+        )?
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{} timed out after {:.1} s; its process group was killed",
+                self.context(mode),
+                started.elapsed().as_secs_f64()
+            ))
         })
     }
 
@@ -364,28 +320,13 @@ impl External {
                     Some(cwd) => instance.path.join(cwd),
                     None => instance.path.clone(),
                 };
-                let parameters = &instance.parameters;
-                Ok(Started::Supervise(Launch {
-                    command: supervise.command,
-                    shell: false,
+                Ok(Started::Supervise(Launch::new(
+                    supervise.command,
+                    false,
                     cwd,
                     environment,
-                    start_timeout: shell::seconds_param(
-                        parameters,
-                        "start_timeout",
-                        shell::DEFAULT_START_TIMEOUT,
-                    )?,
-                    standalone_wait: shell::seconds_param(
-                        parameters,
-                        "standalone_wait",
-                        shell::DEFAULT_STANDALONE_WAIT,
-                    )?,
-                    stop_timeout: shell::seconds_param(
-                        parameters,
-                        "stop_timeout",
-                        shell::DEFAULT_STOP_TIMEOUT,
-                    )?,
-                }))
+                    Timeouts::parse(&instance.parameters)?,
+                )))
             }
             (None, Some(message)) => Ok(Started::Managed(message)),
             (Some(_), Some(_)) => {
@@ -453,46 +394,6 @@ impl Runtime for External {
 
     fn status(&self, _ctx: &Context, instance: &PluginInstance) -> Result<String> {
         self.message("status", instance)
-    }
-}
-
-/// One output pipe, read to its end by a thread.
-struct Capture {
-    buffer: Arc<Mutex<Vec<u8>>>,
-    done: mpsc::Receiver<()>,
-}
-
-impl Capture {
-    fn start(mut reader: impl Read + Send + 'static, cap: usize) -> Capture {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let (tx, done) = mpsc::channel();
-        let shared = Arc::clone(&buffer);
-        let _ = thread::Builder::new()
-            .name("plugin-output".into())
-            .spawn(move || {
-                let mut chunk = [0u8; 8192];
-                loop {
-                    match reader.read(&mut chunk) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            let mut buf = shared.lock().unwrap_or_else(|e| e.into_inner());
-                            let room = cap.saturating_sub(buf.len());
-                            buf.extend_from_slice(&chunk[..n.min(room)]);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => break,
-                    }
-                }
-                let _ = tx.send(());
-            });
-        Capture { buffer, done }
-    }
-
-    /// What was read, once the pipe closed or [`DRAIN_GRACE`] passed.
-    fn finish(self) -> Vec<u8> {
-        let _ = self.done.recv_timeout(DRAIN_GRACE);
-        let mut buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *buf)
     }
 }
 

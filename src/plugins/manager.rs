@@ -1,14 +1,121 @@
-//! What the version-manager runtimes (rbenv, nvm) share: finding the
+//! What the version-manager runtimes (rbenv, nvm) share: the runtime
+//! itself ([`Managed`], over what each [`Manager`] knows), finding the
 //! manager's root directory, and putting directories first on `PATH`
 //! exactly once.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::params::Supervised;
+use super::{shell, version, Context, Runtime, Started};
 use crate::error::{Error, Result};
-use crate::protocol::{Environment, Parameters};
+use crate::protocol::{Environment, Parameters, PluginInstance};
+
+/// Where a version manager keeps its versions, by [`root`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Root {
+    /// The instance parameter that names it.
+    pub parameter: &'static str,
+    /// The environment variable that names it.
+    pub variable: &'static str,
+    /// Its place under the home directory.
+    pub home: &'static str,
+}
+
+/// What one version manager knows: where its versions are, and how an
+/// environment uses one.
+pub(crate) trait Manager: Send + Sync {
+    /// The runtime's name.
+    fn name(&self) -> &'static str;
+
+    /// Where its root is looked for.
+    fn root(&self) -> Root;
+
+    /// The versions installed under `root`, each with its directory.
+    ///
+    /// # Errors
+    ///
+    /// A version directory exists but cannot be read.
+    fn installed(&self, root: &Path) -> Result<BTreeMap<String, PathBuf>>;
+
+    /// The request as the versions are named.
+    fn request<'a>(&self, requested: &'a str) -> &'a str {
+        requested
+    }
+
+    /// Changes `env` so that version `full`, installed in `home` under
+    /// `root`, is used.
+    ///
+    /// # Errors
+    ///
+    /// A directory cannot go on `PATH`.
+    fn apply(&self, root: &Path, full: &str, home: &Path, env: &mut Environment) -> Result<()>;
+}
+
+/// The runtime of a version manager: VERSIONS and ENVIRONMENT from its
+/// installed versions, EXECUTE the `shell` runtime's.
+#[derive(Debug)]
+pub(crate) struct Managed<M>(pub M);
+
+impl<M: Manager> Managed<M> {
+    fn root(&self, parameters: &Parameters) -> Result<PathBuf> {
+        let r = self.0.root();
+        root(parameters, r.parameter, r.variable, r.home)
+    }
+
+    /// The installed version that `requested` resolves to, with its
+    /// directory.
+    fn resolve(&self, requested: &str, root: &Path) -> Result<(String, PathBuf)> {
+        let mut found = self.0.installed(root)?;
+        let names: Vec<String> = found.keys().cloned().collect();
+        let name = self.0.name();
+        let full = version::resolve(name, self.0.request(requested), &names)
+            .map_err(|_| version::no_match(name, requested, &names))?;
+        let home = found
+            .remove(&full)
+            .ok_or_else(|| version::no_match(name, requested, &names))?;
+        Ok((full, home))
+    }
+}
+
+impl<M: Manager> Runtime for Managed<M> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn versions(&self) -> Result<Vec<String>> {
+        let found = self.0.installed(&self.root(&Parameters::new())?)?;
+        Ok(version::listing(&found.into_keys().collect::<Vec<_>>()))
+    }
+
+    fn resolve_version(&self, requested: &str, parameters: &Parameters) -> Result<String> {
+        let root = self.root(parameters)?;
+        self.resolve(requested, &root).map(|(full, _)| full)
+    }
+
+    fn environment(
+        &self,
+        requested: &str,
+        env: &mut Environment,
+        parameters: &Parameters,
+    ) -> Result<()> {
+        let root = self.root(parameters)?;
+        let (full, home) = self.resolve(requested, &root)?;
+        self.0.apply(&root, &full, &home, env)
+    }
+
+    fn validate(&self, parameters: &Parameters, _standalone: bool) -> Result<()> {
+        self.root(parameters)?;
+        Supervised::parse(parameters).map(drop)
+    }
+
+    fn start(&self, _ctx: &Context, instance: &PluginInstance) -> Result<Started> {
+        shell::start(instance)
+    }
+}
 
 /// The root of a version manager: the `parameter` of the instance when
 /// set, else the environment variable `var`, else `~/default`.

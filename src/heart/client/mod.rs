@@ -1,0 +1,364 @@
+//! The `pm-heart` client commands: `list`, `show`, `register`, `start`,
+//! `stop`, `deregister`, `log`, `runtimes` and `deploy`, talking to a
+//! running heart whose address and token are read from its data directory
+//! (`DATA_DIR/address`, `DATA_DIR/token`) or given as options.
+//!
+//! `args` turns the command line into a validated [`args::Args`], `http`
+//! is the one connection to the heart (every command is one or two
+//! requests through a single `ureq::Agent`), `render` prints the answers.
+//!
+//! Every failure is a [`Failed`] kind, and [`Failed::exit_code`] is the
+//! one place that maps it to an exit status (`exit::Tool`): a request the
+//! heart refused is 1 whatever its HTTP status, misuse (a bad option,
+//! argument or input file) is 100, a heart that cannot be reached, or
+//! whose address or token file is missing, is 111; anything else (an
+//! answer that cannot be read, a start that ended in `ERROR`) is 1.
+
+mod args;
+mod http;
+mod render;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use self::args::{Args, Command, COMMANDS, USAGE};
+use self::http::Heart;
+use self::render::{
+    answered_state, list_table, print, print_json, runtimes_table, show_lines, state_line,
+};
+use crate::cli;
+use crate::error::Error;
+use crate::exit::Tool;
+use crate::heart::PROG;
+use crate::protocol::{InstanceId, InstanceList, InstanceView, Manifest, RegisterRequest, State};
+
+/// Why a client command failed; its exit status follows from the kind
+/// alone ([`Failed::exit_code`]).
+#[derive(Debug)]
+enum Failed {
+    /// Misuse: a bad input file or heart address.
+    Misuse(Error),
+    /// The heart cannot be reached, or its address or token file is
+    /// missing or empty.
+    Unreachable(Error),
+    /// The heart answered with an error status.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The text of its `{"error": ...}`.
+        message: String,
+        /// The whole body of the answer.
+        answer: String,
+    },
+    /// Anything else: an answer that cannot be read, a start that ended
+    /// in `ERROR`, output that cannot be written.
+    Other(Error),
+}
+
+impl Failed {
+    /// The exit status of this failure: the one mapping of the client.
+    fn exit_code(&self) -> Tool {
+        match self {
+            Failed::Misuse(_) => Tool::Usage,
+            Failed::Unreachable(_) => Tool::Temporary,
+            Failed::Refused { status, .. } => refused_code(*status),
+            Failed::Other(_) => Tool::Failure,
+        }
+    }
+}
+
+/// The exit status of a request the heart refused with `status`: every
+/// refusal is a failure of the request (`pm-heart(8)`, EXIT STATUS).
+fn refused_code(_status: u16) -> Tool {
+    Tool::Failure
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failed::Misuse(err) | Failed::Unreachable(err) | Failed::Other(err) => {
+                write!(f, "{err}")
+            }
+            Failed::Refused {
+                status, message, ..
+            } => write!(f, "{}", Error::api(*status, message.clone())),
+        }
+    }
+}
+
+type Outcome<T> = std::result::Result<T, Failed>;
+
+/// Runs client subcommand `command` with the arguments that follow it.
+pub(crate) fn run(command: &str, args: Vec<OsString>) -> ExitCode {
+    let args = match args::parse(command, args) {
+        Ok(args) => args,
+        Err(err) => {
+            cli::fatal(PROG, err);
+            let known = COMMANDS.contains(&command);
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{PROG}: usage: see {PROG} {}--help",
+                if known {
+                    format!("{command} ")
+                } else {
+                    String::new()
+                }
+            );
+            return Tool::Usage.into();
+        }
+    };
+    let Some(command) = args.command.clone() else {
+        return match cli::print(USAGE) {
+            Ok(()) => Tool::Success.into(),
+            Err(_) => Tool::Failure.into(),
+        };
+    };
+    match execute(&args, command) {
+        Ok(()) => Tool::Success.into(),
+        Err(failed) => {
+            cli::fatal(PROG, &failed);
+            failed.exit_code().into()
+        }
+    }
+}
+
+fn execute(args: &Args, command: Command) -> Outcome<()> {
+    // Input files are read before the heart is contacted: a bad file is
+    // misuse whether or not a heart runs.
+    let body = match &command {
+        Command::Register(file) => Some(read_register_file(file)?),
+        Command::Deploy(dir) => Some(read_manifest(dir, args.id.clone())?),
+        _ => None,
+    };
+    let heart = Heart::connect(args)?;
+    match command {
+        Command::List => {
+            let text = heart.get("/instances")?;
+            if args.json {
+                return print_json(&text);
+            }
+            let list: InstanceList = decode(&text)?;
+            print(&list_table(&list.instances))
+        }
+        Command::Show(id) => {
+            let text = heart.get(&format!("/instances/{id}"))?;
+            if args.json {
+                return print_json(&text);
+            }
+            let view: InstanceView = decode(&text)?;
+            print(&show_lines(&view, &heart.app_host))
+        }
+        Command::Register(_) | Command::Deploy(_) => {
+            let body = body.unwrap_or_default();
+            let text = heart.post("/instances", Some(&body))?;
+            let view: InstanceView = decode(&text)?;
+            if matches!(command, Command::Register(_)) {
+                if args.json {
+                    return print_json(&text);
+                }
+                return print(&format!("{}\n", state_line(&view, &heart.app_host)));
+            }
+            if !args.json {
+                print(&format!("{}\n", state_line(&view, &heart.app_host)))?;
+            }
+            start(&heart, &view.instance_id, args.json)
+        }
+        Command::Start(id) => start(&heart, &id, args.json),
+        Command::Stop(id) => {
+            let text = heart.post(&format!("/instances/{id}/stop"), None)?;
+            print_state(&id, &text, State::Stopped, args.json)
+        }
+        Command::Deregister(id) => {
+            let text = heart.delete(&format!("/instances/{id}"))?;
+            print_state(&id, &text, State::Deregistered, args.json)
+        }
+        Command::Log(id) => {
+            let path = match args.tail {
+                Some(n) => format!("/instances/{id}/log?tail={n}"),
+                None => format!("/instances/{id}/log"),
+            };
+            print(&heart.get(&path)?)
+        }
+        Command::Runtimes => {
+            let text = heart.get("/runtimes")?;
+            if args.json {
+                return print_json(&text);
+            }
+            let runtimes: BTreeMap<String, Vec<String>> = decode(&text)?;
+            print(&runtimes_table(&runtimes))
+        }
+    }
+}
+
+/// Prints the answer to a stop or deregister: `ID: STATE` (`expected`
+/// when the answer names no state), or the answer itself with `--json`.
+fn print_state(id: &InstanceId, text: &str, expected: State, json: bool) -> Outcome<()> {
+    if json {
+        return print_json(text);
+    }
+    print(&format!("{id}: {}\n", answered_state(text, expected)))
+}
+
+/// Starts `id` and prints where it ended; a start that ends in ERROR is
+/// a failure with the instance's message.
+fn start(heart: &Heart, id: &InstanceId, json: bool) -> Outcome<()> {
+    let text = match heart.post(&format!("/instances/{id}/start"), None) {
+        Ok(text) => text,
+        Err(failed) => return Err(start_refused(heart, id, json, failed)),
+    };
+    let view: InstanceView = decode(&text)?;
+    if json {
+        print_json(&text)?;
+    } else {
+        print(&format!("{}\n", state_line(&view, &heart.app_host)))?;
+    }
+    if view.state == State::Error {
+        return Err(Failed::Other(Error::invalid(format!(
+            "unable to start {id}: {}",
+            view.message.trim_end()
+        ))));
+    }
+    Ok(())
+}
+
+/// A refused start. When it ended in ERROR the heart adds the instance
+/// to its `{"error": ...}`: its state is printed like a successful
+/// answer's, and the error names what failed. Other refusals (unknown
+/// instance, wrong state) are passed on as they are.
+fn start_refused(heart: &Heart, id: &InstanceId, json: bool, failed: Failed) -> Failed {
+    let Failed::Refused {
+        status,
+        message,
+        answer,
+    } = failed
+    else {
+        return failed;
+    };
+    let ended_in_error = serde_json::from_str::<Value>(&answer)
+        .ok()
+        .and_then(|body| serde_json::from_value::<InstanceView>(body.get("instance")?.clone()).ok())
+        .filter(|view| view.state == State::Error);
+    let Some(view) = ended_in_error else {
+        return Failed::Refused {
+            status,
+            message,
+            answer,
+        };
+    };
+    let printed = if json {
+        print_json(&answer)
+    } else {
+        print(&format!("{}\n", state_line(&view, &heart.app_host)))
+    };
+    if let Err(err) = printed {
+        return err;
+    }
+    Failed::Refused {
+        status,
+        message: format!("unable to start {id}: {}", message.trim_end()),
+        answer,
+    }
+}
+
+/// Reads the body of `POST /instances` from `file`. A relative `source`
+/// is taken relative to the directory of `file`, since the heart resolves
+/// paths from its own working directory.
+fn read_register_file(file: &Path) -> Outcome<Vec<u8>> {
+    let text = fs::read_to_string(file)
+        .map_err(|e| Failed::Misuse(Error::io("read register file", file, e)))?;
+    let mut request: RegisterRequest = serde_json::from_str(&text)
+        .map_err(|e| Failed::Misuse(Error::json(format!("register file {}", file.display()), e)))?;
+    if request.source.is_relative() {
+        let base = file.parent().unwrap_or(Path::new("."));
+        request.source = absolute(&base.join(&request.source))?;
+    }
+    encode(&request)
+}
+
+/// Reads `DIR/paasmaker.json` and makes it a register request with `DIR`
+/// (absolute) as the source.
+fn read_manifest(dir: &Path, instance_id: Option<InstanceId>) -> Outcome<Vec<u8>> {
+    let source = absolute(dir)?;
+    let file = source.join("paasmaker.json");
+    let text = fs::read_to_string(&file)
+        .map_err(|e| Failed::Misuse(Error::io("read manifest", &file, e)))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Failed::Misuse(Error::json(format!("manifest {}", file.display()), e)))?;
+    encode(&RegisterRequest {
+        instance_id,
+        source,
+        manifest,
+    })
+}
+
+fn absolute(path: &Path) -> Outcome<PathBuf> {
+    fs::canonicalize(path).map_err(|e| Failed::Misuse(Error::io("resolve", path, e)))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Outcome<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Failed::Other(Error::json("register request", e)))
+}
+
+fn decode<T: DeserializeOwned>(text: &str) -> Outcome<T> {
+    serde_json::from_str(text).map_err(|e| Failed::Other(Error::json("answer from the heart", e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_becomes_a_register_request_with_an_absolute_source() {
+        let dir = std::env::temp_dir().join(format!("pm-client-unit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("paasmaker.json"),
+            r#"{"application": {"name": "hello"},
+                "runtime": {"name": "shell", "version": "1",
+                            "parameters": {"launch_command": "x %(port)d"}}}"#,
+        )
+        .unwrap();
+        let body = read_manifest(&dir, Some("web-1".parse().unwrap())).unwrap();
+        let request: RegisterRequest = serde_json::from_slice(&body).unwrap();
+        assert_eq!(request.instance_id.as_deref(), Some("web-1"));
+        assert_eq!(request.source, fs::canonicalize(&dir).unwrap());
+        assert_eq!(request.manifest.application.name, "hello");
+
+        fs::write(dir.join("paasmaker.json"), r#"{"application": 1}"#).unwrap();
+        let failed = read_manifest(&dir, None).unwrap_err();
+        assert_eq!(failed.exit_code(), Tool::Usage);
+        let missing = read_manifest(&dir.join("nope"), None).unwrap_err();
+        assert_eq!(missing.exit_code(), Tool::Usage);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_refusal_is_a_failure_and_names_its_status() {
+        let refused = Failed::Refused {
+            status: 409,
+            message: "cannot start x: it is RUNNING".into(),
+            answer: String::new(),
+        };
+        assert_eq!(refused.exit_code(), Tool::Failure);
+        assert_eq!(
+            refused.to_string(),
+            "cannot start x: it is RUNNING (HTTP 409)"
+        );
+        assert_eq!(
+            Failed::Misuse(Error::Usage("x".into())).exit_code(),
+            Tool::Usage
+        );
+        assert_eq!(
+            Failed::Unreachable(Error::Http("x".into())).exit_code(),
+            Tool::Temporary
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! What the heart finds out on its own: the reconcile at start-up (which
+//! instances survived the heart's absence) and the `checker` thread (a
+//! periodic check of every running instance, and the restarts when due).
+//!
+//! Neither waits on an application: a supervisor is looked up in `/proc`
+//! once ([`supervise::is_supervising`]), a managed instance is asked of its
+//! runtime once, and an instance busy with an operation is skipped until
+//! the next pass.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::exits::apply_exit;
+use super::{lock, now, Node};
+use crate::error::Result;
+use crate::heart::catalog::Record;
+use crate::protocol::{InstanceId, State};
+
+impl Node {
+    /// After a heart (re)start: each `STARTING` or `RUNNING` instance whose
+    /// supervisor is alive is `RUNNING`; one with an `.exited` file takes
+    /// its code; any other is `SUSPENDED`. `.exited` files of `SUSPENDED`
+    /// instances are applied too. No waits: one `/proc` look per instance.
+    ///
+    /// # Errors
+    ///
+    /// The catalog cannot be written.
+    pub(crate) fn reconcile(&self) -> Result<()> {
+        let candidates = self.records_in(&[State::Starting, State::Running, State::Suspended]);
+        let mut outcome: Vec<(InstanceId, State, String)> = Vec::new();
+        for rec in &candidates {
+            let id = &rec.instance_id;
+            if rec.state != State::Suspended {
+                if rec.managed {
+                    match self.managed_status(rec) {
+                        Ok(message) => outcome.push((id.clone(), State::Running, message)),
+                        Err(e) => outcome.push((
+                            id.clone(),
+                            State::Suspended,
+                            format!("not running after the heart restarted: {e}"),
+                        )),
+                    }
+                    continue;
+                }
+                if self.is_supervised(rec) {
+                    let message = if rec.state == State::Starting {
+                        "running (its start was interrupted by a heart restart)".into()
+                    } else {
+                        rec.message.clone()
+                    };
+                    outcome.push((id.clone(), State::Running, message));
+                    continue;
+                }
+            }
+            if self.take_exited(id, rec.exit_key.as_deref()) {
+                continue;
+            }
+            if rec.state != State::Suspended {
+                outcome.push((
+                    id.clone(),
+                    State::Suspended,
+                    "its supervisor was gone when the heart restarted".into(),
+                ));
+            }
+        }
+        let at = now();
+        self.update(|cat| {
+            for (id, state, message) in outcome {
+                if let Some(rec) = cat.instances.get_mut(&id) {
+                    if matches!(rec.state, State::Starting | State::Running) {
+                        if state == State::Running && rec.state == State::Starting {
+                            rec.running_since = Some(at);
+                        }
+                        rec.state = state;
+                        rec.message = message;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// One pass of the periodic check: EXECUTE status of each `RUNNING`
+    /// instance, `.exited` files of `RUNNING` and `SUSPENDED` ones.
+    /// Instances busy with an operation are skipped until the next pass.
+    pub(crate) fn check(&self) {
+        for rec in self.records_in(&[State::Running, State::Suspended]) {
+            if self.is_shutting_down() {
+                return;
+            }
+            let id = &rec.instance_id;
+            let op = self.op_lock(id);
+            let Ok(_guard) = op.try_lock() else {
+                continue;
+            };
+            if rec.state == State::Suspended {
+                self.take_exited(id, rec.exit_key.as_deref());
+                continue;
+            }
+            let failure = if rec.managed {
+                let status = self.managed_status(&rec).inspect_err(|_| {
+                    // Undo what the managed daemon still holds for it (its
+                    // configuration), so that nothing half-served remains
+                    // and a restart starts clean.
+                    let _ = self.managed_stop(&rec);
+                });
+                match status {
+                    Ok(_) => continue,
+                    Err(e) => format!("status check failed: {e}"),
+                }
+            } else {
+                if self.is_supervised(&rec) || self.take_exited(id, rec.exit_key.as_deref()) {
+                    continue;
+                }
+                "its supervisor is gone without a report".to_string()
+            };
+            let at = now();
+            let restart = self.update(|cat| {
+                let Some(r) = cat.instances.get_mut(id) else {
+                    return Ok(false);
+                };
+                if r.state != State::Running || r.exit_key != rec.exit_key {
+                    return Ok(false);
+                }
+                Ok(apply_exit(r, None, failure, at))
+            });
+            if restart.unwrap_or(false) {
+                self.kick();
+            }
+        }
+    }
+
+    /// The `checker` thread's loop: a check every `check_interval`,
+    /// restarts when due, until shutdown. Waits on a condition variable, so
+    /// shutdown and newly scheduled restarts wake it at once.
+    pub(crate) fn run_checker(self: &Arc<Self>) {
+        let interval = self.config.check_interval;
+        let mut next_check = Instant::now() + interval;
+        loop {
+            let until_restart = self.restart_due();
+            let now_i = Instant::now();
+            if now_i >= next_check {
+                self.check();
+                next_check = Instant::now() + interval;
+                continue;
+            }
+            let mut timeout = next_check - now_i;
+            if let Some(t) = until_restart {
+                timeout = timeout.min(t + Duration::from_millis(1));
+            }
+            let mut kicked = lock(&self.kicked);
+            if self.is_shutting_down() {
+                return;
+            }
+            if !*kicked {
+                kicked = self
+                    .kick
+                    .wait_timeout(kicked, timeout)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            *kicked = false;
+            drop(kicked);
+            if self.is_shutting_down() {
+                return;
+            }
+        }
+    }
+
+    /// Copies of the records in one of `states`.
+    fn records_in(&self, states: &[State]) -> Vec<Record> {
+        self.peek(|cat| {
+            cat.instances
+                .values()
+                .filter(|r| states.contains(&r.state))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The EXECUTE status of a managed instance, from its runtime.
+    fn managed_status(&self, rec: &Record) -> Result<String> {
+        let rt = self.registry.get(&rec.runtime.name)?;
+        rt.status(&self.ctx, &self.plugin_instance(rec))
+    }
+}

@@ -1,0 +1,378 @@
+//! Start: compose the instance's environment, run its startup commands,
+//! have its runtime start it (under a detached `pm-supervisor`, or as part
+//! of a daemon the runtime manages), and wait until it is ready.
+//!
+//! A start answers once the instance is `RUNNING` or `ERROR`. Each start
+//! gets a fresh exit key: the supervisor's report of an earlier launch is
+//! refused, and a report of this one that arrives while the start still
+//! waits ends the wait.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::restart;
+use super::{get_mut, lock, now, Node};
+use crate::error::{Error, Refusal, Result};
+use crate::heart::catalog::{Backoff, Record, DEFAULT_STARTUP_TIMEOUT};
+use crate::net;
+use crate::plugins::{self, params, Started};
+use crate::process;
+use crate::protocol::{
+    self, ControlFile, Environment, InstanceId, InstanceView, PluginInstance, Restart, State,
+};
+use crate::secret::random_hex;
+use crate::supervise;
+use crate::wait;
+
+/// Lines of log quoted in the message of a failed start.
+const TAIL_LINES: usize = 20;
+
+/// The variables of the heart's own environment that instances inherit.
+const BASE_ENV: [&str; 10] = [
+    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR",
+];
+
+/// PATH for instances when the heart has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Who asked for a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// An API request.
+    Api,
+    /// The restart policy.
+    Restart,
+}
+
+/// A start that did not get the instance running.
+struct StartFailure {
+    /// The refusal it is answered as: `None` for a start that was tried
+    /// and failed (the instance is `ERROR`), `Some` for one the node
+    /// refused to try (its port is taken by something else).
+    refusal: Option<fn(String) -> Refusal>,
+    /// Why.
+    message: String,
+}
+
+impl StartFailure {
+    /// A start that was tried and failed.
+    fn new(message: impl Into<String>) -> StartFailure {
+        StartFailure {
+            refusal: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for StartFailure {
+    fn from(err: Error) -> StartFailure {
+        StartFailure::new(err.to_string())
+    }
+}
+
+type Outcome<T> = std::result::Result<T, StartFailure>;
+
+impl Node {
+    /// Starts instance `id` and answers once it is `RUNNING` or `ERROR`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` unknown; `Conflict` in a state that cannot start, no
+    /// restart due (`Origin::Restart`), or its port already in use (then
+    /// `ERROR`); `Failed` when the start ended in `ERROR` (the message says
+    /// why, with the instance as it is then).
+    pub(crate) fn start(&self, id: &InstanceId, origin: Origin) -> Result<InstanceView> {
+        let op = self.op_lock(id);
+        let _guard = lock(&op);
+        let key = random_hex(16)?;
+        let rec = self.update(|cat| {
+            let rec = get_mut(cat, id)?;
+            if !rec.state.can_start() {
+                return Err(Error::refused(
+                    Refusal::Conflict,
+                    format!("cannot start {id}: it is {}", rec.state.as_str()),
+                ));
+            }
+            if origin == Origin::Restart
+                && (rec.stop_requested || rec.backoff.next_restart.is_none())
+            {
+                return Err(Error::refused(
+                    Refusal::Conflict,
+                    format!("no restart of {id} is due"),
+                ));
+            }
+            if origin == Origin::Api {
+                rec.backoff = Backoff::default();
+            }
+            rec.backoff.next_restart = None;
+            rec.state = State::Starting;
+            rec.message = "starting".into();
+            rec.exit_key = Some(key.clone());
+            rec.supervisor = None;
+            rec.managed = false;
+            rec.stop_requested = false;
+            rec.running_since = None;
+            Ok(rec.clone())
+        })?;
+        let outcome = self.execute_start(&rec, &key);
+        let at = now();
+        let view = self.update(|cat| {
+            let rec = get_mut(cat, id)?;
+            match &outcome {
+                Ok(message) if rec.state == State::Starting => {
+                    rec.state = State::Running;
+                    rec.message.clone_from(message);
+                    rec.running_since = Some(at);
+                }
+                Ok(_) => {}
+                Err(failure) => {
+                    if rec.state == State::Starting || rec.state == State::Error {
+                        rec.message = if rec.state == State::Error && rec.exit_key.is_none() {
+                            // The exit report came first: it names the code.
+                            format!("{}: {}", rec.message, failure.message)
+                        } else {
+                            failure.message.clone()
+                        };
+                        rec.state = State::Error;
+                        rec.exit_key = None;
+                        rec.supervisor = None;
+                        rec.running_since = None;
+                        let restart = rec.restart != Restart::Never;
+                        if origin == Origin::Restart && restart && !rec.stop_requested {
+                            restart::schedule(rec, at);
+                        }
+                    }
+                }
+            }
+            Ok(rec.view())
+        })?;
+        self.kick();
+        match outcome {
+            Ok(_) if view.state == State::Running => Ok(view),
+            Err(StartFailure {
+                refusal: Some(kind),
+                ..
+            }) => Err(Error::refused(kind, view.message)),
+            // Failed, or exited in the moment between its answer and this
+            // update.
+            Ok(_) | Err(_) => Err(failed(view)),
+        }
+    }
+
+    /// Composes the environment, runs the startup commands and has the
+    /// runtime start the instance; waits for readiness. Returns the message
+    /// of a `RUNNING` instance.
+    fn execute_start(&self, rec: &Record, key: &str) -> Outcome<String> {
+        let id = &rec.instance_id;
+        let dir = self.layout.instance(id);
+        let rt = self.registry.get(&rec.runtime.name)?;
+        let in_runtime = |e: Error| StartFailure::new(format!("runtime {}: {e}", rec.runtime.name));
+
+        let mut env = base_environment();
+        env.extend(rec.environment.clone());
+        if let Some(port) = rec.port {
+            env.entry("PM_PORT".into())
+                .or_insert_with(|| port.to_string());
+            env.entry("PORT".into()).or_insert_with(|| port.to_string());
+        }
+        env.entry("PM_INSTANCE_ID".into())
+            .or_insert_with(|| id.to_string());
+        rt.environment(&rec.runtime.version, &mut env, &rec.runtime.parameters)
+            .map_err(in_runtime)?;
+
+        let startup_timeout = rec.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
+        for command in &rec.startup {
+            self.run_startup(id, command, &dir, &env, startup_timeout.duration())?;
+        }
+
+        if let Some(port) = rec.port {
+            if !net::port_free(port) {
+                return Err(StartFailure {
+                    refusal: Some(Refusal::Conflict),
+                    message: format!("port {port} is already in use"),
+                });
+            }
+        }
+
+        let instance = PluginInstance {
+            environment: env,
+            ..self.plugin_instance(rec)
+        };
+        match rt.start(&self.ctx, &instance).map_err(in_runtime)? {
+            Started::Managed(message) => {
+                self.update(|cat| {
+                    get_mut(cat, id)?.managed = true;
+                    Ok(())
+                })?;
+                if let Some(port) = rec.port {
+                    let timeout = params::start_timeout(&rec.runtime.parameters)
+                        .unwrap_or(params::DEFAULT_START_TIMEOUT);
+                    if !wait::until_soon(timeout.duration(), || net::port_answers(port)) {
+                        let _ = rt.stop(&self.ctx, &instance);
+                        return Err(StartFailure::new(format!(
+                            "did not answer on port {port} within {} s",
+                            timeout.as_f64()
+                        )));
+                    }
+                }
+                Ok(message)
+            }
+            Started::Supervise(launch) => self.supervise(rec, key, &launch),
+        }
+    }
+
+    /// Runs one startup command with `sh -e -c` in the instance directory,
+    /// its output appended to the instance log, bounded by `timeout`.
+    fn run_startup(
+        &self,
+        id: &InstanceId,
+        command: &str,
+        dir: &Path,
+        env: &Environment,
+        timeout: Duration,
+    ) -> Outcome<()> {
+        let log_path = self.layout.log(id);
+        let open_failed = |e| StartFailure::from(Error::io("open log", &log_path, e));
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(open_failed)?;
+        let _ = writeln!(log, "pm-heart: startup command: {command}");
+        let err = log.try_clone().map_err(open_failed)?;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-e")
+            .arg("-c")
+            .arg(command)
+            .current_dir(dir)
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        let tail = || self.log_tail(id, TAIL_LINES);
+        match process::bounded::run(&mut cmd, timeout, "/bin/sh")? {
+            Some(0) => Ok(()),
+            Some(code) => Err(StartFailure::new(format!(
+                "startup command `{command}` failed with code {code}; log tail:\n{}",
+                tail()
+            ))),
+            None => Err(StartFailure::new(format!(
+                "startup command `{command}` took longer than {} s; log tail:\n{}",
+                timeout.as_secs_f64(),
+                tail()
+            ))),
+        }
+    }
+
+    /// Runs `launch` under a detached `pm-supervisor` and waits until the
+    /// instance is ready, has exited, or the start timeout passed.
+    fn supervise(&self, rec: &Record, key: &str, launch: &plugins::Launch) -> Outcome<String> {
+        let id = &rec.instance_id;
+        let control_path = self.layout.control(id);
+        let _ = crate::fsutil::remove_if_exists(&self.layout.exited(id));
+        let control = ControlFile {
+            instance_id: rec.instance_id.clone(),
+            command: protocol::Command::Argv(launch.command.clone()),
+            shell: launch.shell,
+            cwd: launch.cwd.clone(),
+            environment: launch.environment.clone(),
+            exit_key: key.to_string(),
+            port: Some(self.heart_port),
+            address_file: Some(self.layout.address()),
+            cgroups: Vec::new(),
+            nofile: None,
+            report_url: self.report_url.clone(),
+            log_file: self.layout.log(id),
+            log_max_size: None,
+            log_keep: None,
+            pidfile: self.layout.pidfile(id),
+            startflagfile: self.layout.startflag(id),
+            stop_timeout: Some(launch.stop_timeout),
+            report_deadline: None,
+            user: None,
+        };
+        let tail = || self.log_tail(id, TAIL_LINES);
+        let identity = match supervise::launch(&self.config.supervisor, &control_path, &control) {
+            Err(e) => return Err(StartFailure::new(format!("unable to launch: {e}"))),
+            Ok(None) => {
+                return Err(StartFailure::new(format!(
+                    "the command failed to start; log tail:\n{}",
+                    tail()
+                )))
+            }
+            Ok(Some(identity)) => identity,
+        };
+        self.update(|cat| {
+            let rec = get_mut(cat, id)?;
+            rec.supervisor = Some(identity);
+            rec.stop_timeout = Some(launch.stop_timeout);
+            Ok(())
+        })?;
+
+        let still_starting = || {
+            self.peek(|cat| {
+                cat.instances.get(id).is_some_and(|r| {
+                    r.state == State::Starting && r.exit_key.as_deref() == Some(key)
+                })
+            })
+        };
+        let gone = || !supervise::is_supervising(&identity, &control_path) || !still_starting();
+        let exited = || format!("exited before it was ready; log tail:\n{}", tail());
+        let Some(port) = rec.port else {
+            if wait::until_soon(launch.standalone_wait.duration(), gone) {
+                return Err(StartFailure::new(exited()));
+            }
+            return Ok("running".into());
+        };
+        let mut died = false;
+        let ready = wait::until_soon(launch.start_timeout.duration(), || {
+            if net::port_answers(port) {
+                return true;
+            }
+            died = gone();
+            died
+        });
+        if ready && !died {
+            return Ok(format!("answering on port {port}"));
+        }
+        if died {
+            return Err(StartFailure::new(exited()));
+        }
+        // Spend the key first: the report of this stop is not news.
+        let _ = self.update(|cat| {
+            get_mut(cat, id)?.exit_key = None;
+            Ok(())
+        });
+        self.terminate(&identity, &control_path, launch.stop_timeout.duration());
+        Err(StartFailure::new(format!(
+            "did not answer on port {port} within {} s; log tail:\n{}",
+            launch.start_timeout.as_f64(),
+            tail()
+        )))
+    }
+}
+
+/// The heart's own environment that instances start from.
+fn base_environment() -> Environment {
+    let mut env = Environment::new();
+    for name in BASE_ENV {
+        if let Ok(value) = std::env::var(name) {
+            env.insert(name.to_string(), value);
+        }
+    }
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.to_string());
+    env
+}
+
+/// A start that failed, with the instance as it is now.
+fn failed(view: InstanceView) -> Error {
+    Error::Refused(Refusal::Failed {
+        message: view.message.clone(),
+        instance: Some(Box::new(view)),
+    })
+}

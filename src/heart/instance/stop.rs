@@ -1,0 +1,140 @@
+//! Stop and deregister.
+//!
+//! A stop ends the instance's supervisor (SIGTERM, which stops the
+//! application's group, then SIGKILL after its stop timeout and a margin)
+//! or asks its runtime to stop it, and records `STOPPED`; an operator's
+//! stop is never restarted. Deregister removes the instance's directory,
+//! its files under `supervisor/` and `logs/`, and its record.
+
+use std::fs;
+use std::time::Duration;
+
+use super::{get, get_mut, lock, not_found, Node};
+use crate::error::{Error, Refusal, Result};
+use crate::heart::catalog::Record;
+use crate::protocol::{self, InstanceId, InstanceView, State};
+
+/// How long deregister gives a supervisor that somehow outlived its
+/// instance's stop.
+const DEREGISTER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Node {
+    /// Stops instance `id` → `STOPPED`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` unknown; `Conflict` when it is not running
+    /// (`REGISTERED`, `STOPPED`); `Failed` when it cannot be stopped (then
+    /// `ERROR`).
+    pub(crate) fn stop(&self, id: &InstanceId) -> Result<InstanceView> {
+        let op = self.op_lock(id);
+        let _guard = lock(&op);
+        let rec = self.update(|cat| {
+            let rec = get_mut(cat, id)?;
+            if matches!(rec.state, State::Registered | State::Stopped) {
+                return Err(Error::refused(
+                    Refusal::Conflict,
+                    format!("cannot stop {id}: it is {}", rec.state.as_str()),
+                ));
+            }
+            rec.stop_requested = true;
+            rec.backoff.next_restart = None;
+            Ok(rec.clone())
+        })?;
+        let mut failure = None;
+        if rec.managed {
+            if let Err(e) = self.managed_stop(&rec) {
+                failure = Some(e.to_string());
+            }
+        } else if let Some(identity) = rec.supervisor {
+            let stop_timeout = rec
+                .stop_timeout
+                .unwrap_or(protocol::DEFAULT_STOP_TIMEOUT)
+                .duration();
+            if !self.terminate(&identity, &self.layout.control(id), stop_timeout) {
+                failure = Some(format!("supervisor {} would not stop", identity.pid));
+            }
+        }
+        let view = self.update(|cat| {
+            let rec = get_mut(cat, id)?;
+            match &failure {
+                None => {
+                    // An exit report may have come in while it stopped.
+                    rec.message = if rec.exit_key.is_none() && rec.message.starts_with("exited") {
+                        format!("stopped ({})", rec.message)
+                    } else {
+                        "stopped".into()
+                    };
+                    rec.state = State::Stopped;
+                    rec.exit_key = None;
+                    rec.supervisor = None;
+                    rec.running_since = None;
+                }
+                Some(message) => {
+                    rec.state = State::Error;
+                    rec.message.clone_from(message);
+                }
+            }
+            Ok(rec.view())
+        })?;
+        match failure {
+            None => Ok(view),
+            Some(message) => Err(Error::Refused(Refusal::Failed {
+                message,
+                instance: Some(Box::new(view)),
+            })),
+        }
+    }
+
+    /// Asks the runtime that manages `rec` to stop it.
+    pub(super) fn managed_stop(&self, rec: &Record) -> Result<String> {
+        let rt = self.registry.get(&rec.runtime.name)?;
+        rt.stop(&self.ctx, &self.plugin_instance(rec))
+    }
+
+    /// Deregisters instance `id`: removes its directory, files and port.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` unknown; `Conflict` while `STARTING` or `RUNNING`; an
+    /// I/O error when its directory cannot be removed.
+    pub(crate) fn deregister(&self, id: &InstanceId) -> Result<InstanceView> {
+        let op = self.op_lock(id);
+        let _guard = lock(&op);
+        let rec = self.peek(|cat| -> Result<Record> {
+            let rec = get(cat, id)?;
+            if matches!(rec.state, State::Starting | State::Running) {
+                return Err(Error::refused(
+                    Refusal::Conflict,
+                    format!(
+                        "cannot deregister {id}: it is {}; stop it first",
+                        rec.state.as_str()
+                    ),
+                ));
+            }
+            Ok(rec.clone())
+        })?;
+        if let Some(identity) = rec.supervisor {
+            // ERROR or SUSPENDED with a supervisor that somehow lives on.
+            self.terminate(&identity, &self.layout.control(id), DEREGISTER_STOP_TIMEOUT);
+        }
+        let dir = self.layout.instance(id);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove instance directory", &dir, e))
+            }
+            _ => {}
+        }
+        for path in self.layout.instance_files(id) {
+            let _ = crate::fsutil::remove_if_exists(&path);
+        }
+        // The log's rotated files (`ID.log.1` ..) too.
+        let _ = crate::logfile::remove_all(&self.layout.log(id));
+        self.update(|cat| {
+            let mut rec = cat.instances.remove(id).ok_or_else(|| not_found(id))?;
+            rec.state = State::Deregistered;
+            rec.message = "deregistered".into();
+            Ok(rec.view())
+        })
+    }
+}
