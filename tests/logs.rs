@@ -326,8 +326,8 @@ fn a_killed_supervisor_loses_no_written_line_and_blocks_no_writer() {
 fn bad_log_limits_make_the_control_file_invalid() {
     let dir = Dir::new("logs-limits");
     for (field, value, message) in [
-        ("log_max_size", json!(1000), "1000 is not a log size"),
-        ("log_max_size", json!("10X"), "\"10X\" is not a log size"),
+        ("log_max_size", json!(1000), "1000 is out of range"),
+        ("log_max_size", json!("10X"), "\"10X\" is not a size"),
         (
             "log_keep",
             json!(101),

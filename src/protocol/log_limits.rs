@@ -8,27 +8,25 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::limits::{parse_size, SizeError};
 use crate::logfile::{MAX_KEEP, MAX_LINE};
 
 /// The largest size of each file of a log, in bytes: from 64 KiB (the
 /// longest line, so that every line fits in an empty file) to 1 TiB.
-/// Written in JSON as a number of bytes, or as a string with a binary
-/// suffix: `"1M"` or `"1MiB"` is 1048576 bytes (`K`, `M`, `G`).
+/// Written in JSON as a number of bytes, or as a string with the one size
+/// rule of the suite (`limits::parse_size`): `"1M"` is 1048576 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "Value", into = "u64")]
 pub struct LogSize(u64);
 
-/// A value that is not a log size within the bounds.
+/// A value that is not a log size within the bounds; its `Display` says
+/// what was wrong and what is expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidLogSize(pub String);
 
 impl fmt::Display for InvalidLogSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} is not a log size: a number of bytes or a size like \"10M\", from 64K to 1024G",
-            self.0
-        )
+        f.write_str(&self.0)
     }
 }
 
@@ -48,15 +46,28 @@ impl LogSize {
     }
 }
 
+impl LogSize {
+    /// The expected form, for messages.
+    const EXPECTED: &'static str = "a number of bytes, or a string of digits with an optional \
+         K, M or G suffix (powers of 1024) like \"10M\", from 64K to 1024G";
+
+    fn checked(bytes: u64, shown: &str) -> Result<LogSize, InvalidLogSize> {
+        if (LogSize::MIN.0..=LogSize::MAX.0).contains(&bytes) {
+            Ok(LogSize(bytes))
+        } else {
+            Err(InvalidLogSize(format!(
+                "{shown} is out of range: expected {}",
+                LogSize::EXPECTED
+            )))
+        }
+    }
+}
+
 impl TryFrom<u64> for LogSize {
     type Error = InvalidLogSize;
 
     fn try_from(bytes: u64) -> Result<LogSize, InvalidLogSize> {
-        if (LogSize::MIN.0..=LogSize::MAX.0).contains(&bytes) {
-            Ok(LogSize(bytes))
-        } else {
-            Err(InvalidLogSize(bytes.to_string()))
-        }
+        LogSize::checked(bytes, &bytes.to_string())
     }
 }
 
@@ -64,20 +75,17 @@ impl FromStr for LogSize {
     type Err = InvalidLogSize;
 
     fn from_str(s: &str) -> Result<LogSize, InvalidLogSize> {
-        let bad = || InvalidLogSize(format!("{s:?}"));
-        let text = s.trim();
-        let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        let (number, suffix) = text.split_at(digits);
-        let shift = match suffix.trim_start() {
-            "" => 0,
-            "K" | "KiB" => 10,
-            "M" | "MiB" => 20,
-            "G" | "GiB" => 30,
-            _ => return Err(bad()),
-        };
-        let number: u64 = number.parse().map_err(|_| bad())?;
-        let bytes = number.checked_mul(1 << shift).ok_or_else(bad)?;
-        LogSize::try_from(bytes).map_err(|_| bad())
+        match parse_size(s) {
+            Ok(bytes) => LogSize::checked(bytes, &format!("{s:?}")),
+            Err(SizeError::Form) => Err(InvalidLogSize(format!(
+                "{s:?} is not a size: expected {}",
+                LogSize::EXPECTED
+            ))),
+            Err(SizeError::Overflow) => Err(InvalidLogSize(format!(
+                "{s:?} is out of range: expected {}",
+                LogSize::EXPECTED
+            ))),
+        }
     }
 }
 
@@ -88,10 +96,16 @@ impl TryFrom<Value> for LogSize {
         match &value {
             Value::Number(n) => match n.as_u64() {
                 Some(bytes) => LogSize::try_from(bytes),
-                None => Err(InvalidLogSize(n.to_string())),
+                None => Err(InvalidLogSize(format!(
+                    "{n} is not a whole number of bytes: expected {}",
+                    LogSize::EXPECTED
+                ))),
             },
             Value::String(s) => s.parse(),
-            other => Err(InvalidLogSize(other.to_string())),
+            other => Err(InvalidLogSize(format!(
+                "{other} is not a size: expected {}",
+                LogSize::EXPECTED
+            ))),
         }
     }
 }
@@ -172,12 +186,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_are_bytes_or_binary_multiples_within_bounds() {
+    fn sizes_follow_the_one_size_rule_within_their_bounds() {
         let size = |json: &str| serde_json::from_str::<LogSize>(json).map(LogSize::bytes);
         assert_eq!(size("1048576").unwrap(), 1 << 20);
         assert_eq!(size("\"1M\"").unwrap(), 1 << 20);
-        assert_eq!(size("\"1 MiB\"").unwrap(), 1 << 20);
-        assert_eq!(size("\"64K\"").unwrap(), 65_536);
+        assert_eq!(size("\"64k\"").unwrap(), 65_536);
         assert_eq!(size("\"1024G\"").unwrap(), 1 << 40);
         assert_eq!(size("\"65536\"").unwrap(), 65_536);
         for bad in [
@@ -188,7 +201,8 @@ mod tests {
             "1.5",
             "\"1T\"",
             "\"M\"",
-            "\"1 m\"",
+            "\"1 M\"",
+            "\"1MiB\"",
             "null",
             "\"99999999999999999999G\"",
         ] {
@@ -196,9 +210,12 @@ mod tests {
         }
         let err = size("\"10X\"").unwrap_err().to_string();
         assert!(
-            err.contains("\"10X\" is not a log size: a number of bytes or a size like \"10M\""),
+            err.starts_with("\"10X\" is not a size: expected a number of bytes, or a string"),
             "{err}"
         );
+        let err = size("1000").unwrap_err().to_string();
+        assert!(err.starts_with("1000 is out of range: expected"), "{err}");
+        assert!(err.contains("from 64K to 1024G"), "{err}");
         assert_eq!(
             serde_json::to_string(&LogSize::DEFAULT).unwrap(),
             "10485760"
