@@ -1,81 +1,75 @@
-//! The supervisor's log lines: `RFC3339-timestamp LEVEL message`.
+//! The instance log as the supervisor writes it: its own event lines
+//! (`RFC3339-timestamp LEVEL message`, see `logfile::event`) and the
+//! command's output, in one size-rotated file (`logfile`).
 //!
-//! The log file is opened with `O_APPEND` and shared with the command,
-//! whose stdout and stderr point at the same open file. Each line is
-//! formatted in full and written with one `write`, at once, so lines from
-//! the supervisor's two threads and the command's output interleave only
-//! at line boundaries (for the supervisor's part) and nothing is held
-//! back until the end.
+//! The command's stdout and stderr are one pipe, read by the
+//! `output-copier` thread ([`Log::command_output`]), which appends whole
+//! lines. The
+//! supervisor's own lines are formatted in full and appended under the
+//! same lock, at once, so the two interleave only at line boundaries and
+//! nothing is held back until the end.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::Stdio;
+use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
 
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Level {
-    /// Normal events.
-    Info,
-    /// Something went wrong and was worked around.
-    Warning,
-    /// Something went wrong and could not be worked around.
-    Error,
-}
+use crate::error::Result;
+use crate::logfile::copy::Copier;
+use crate::logfile::event::Level;
+use crate::logfile::{Limits, LogFile, Shared};
 
-impl Level {
-    fn as_str(self) -> &'static str {
-        match self {
-            Level::Info => "INFO",
-            Level::Warning => "WARNING",
-            Level::Error => "ERROR",
-        }
-    }
-}
-
-/// The open log file.
+/// The open instance log.
 #[derive(Debug)]
 pub(crate) struct Log {
-    file: File,
+    shared: Arc<Shared>,
 }
 
 impl Log {
-    /// Opens (creating, mode 0640) `path` for appending.
+    /// Opens (creating, mode 0640) `path` for appending, to be rotated
+    /// within `limits`.
     ///
     /// # Errors
     ///
     /// The file cannot be opened.
-    pub(crate) fn open(path: &Path) -> Result<Log> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .open(path)
-            .map_err(|e| Error::io("open log file", path, e))?;
-        Ok(Log { file })
+    pub(crate) fn open(path: &Path, limits: Limits) -> Result<Log> {
+        Ok(Log {
+            shared: Arc::new(Shared::new(LogFile::open(path, limits)?)),
+        })
     }
 
-    /// The file, for the command's stdout and stderr.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// Makes the command's stdout and stderr: one pipe, so that their
+    /// lines reach the log in the order they were written (a write of up
+    /// to `PIPE_BUF` bytes is never mixed with another). Starts the
+    /// `output-copier` thread on its read end, which appends what comes
+    /// until every writer has closed the pipe, and returns it with the
+    /// write end twice.
+    ///
+    /// Both ends are close-on-exec: the command gets the write end as its
+    /// fds 1 and 2 only, and the read end never leaves this process, so if
+    /// the supervisor dies, writes to the pipe fail with `EPIPE` instead of
+    /// blocking on a pipe nobody reads. The caller must drop its copies of
+    /// the write end once the command runs, or the copier never ends.
+    ///
+    /// # Errors
+    ///
+    /// The pipe or the thread cannot be made.
+    pub(crate) fn command_output(&self) -> io::Result<(Copier, [Stdio; 2])> {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+        let err = write.try_clone()?;
+        let copier = Copier::spawn("output-copier", read, Arc::clone(&self.shared))?;
+        Ok((copier, [Stdio::from(write), Stdio::from(err)]))
     }
 
-    /// Writes one line now. A failed write is dropped: there is nowhere
+    /// Writes one line now. A failed write is counted and reported in the
+    /// log once it can be written again (see `logfile`): there is nowhere
     /// else to say it, and the command must not suffer for it.
     pub(crate) fn line(&self, level: Level, message: fmt::Arguments<'_>) {
-        let mut buf = Vec::with_capacity(128);
-        let _ = writeln!(
-            buf,
-            "{} {} {}",
-            Timestamp(SystemTime::now()),
-            level.as_str(),
-            message
-        );
-        let _ = (&self.file).write_all(&buf);
+        self.shared.event(level, message);
     }
 
     /// An INFO line.
@@ -91,67 +85,5 @@ impl Log {
     /// An ERROR line.
     pub(crate) fn error(&self, message: fmt::Arguments<'_>) {
         self.line(Level::Error, message);
-    }
-}
-
-/// A time shown as RFC 3339 in UTC with microseconds:
-/// `2026-11-24T16:50:46.123456Z`.
-pub(crate) struct Timestamp(pub SystemTime);
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since.as_secs();
-        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-        let rem = secs % 86_400;
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60,
-            since.subsec_micros()
-        )
-    }
-}
-
-/// The proleptic Gregorian date of `days` since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn at(secs: u64, micros: u32) -> String {
-        Timestamp(UNIX_EPOCH + Duration::new(secs, micros * 1000)).to_string()
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
-        assert_eq!(at(1_795_452_646, 123_456), "2026-11-23T16:50:46.123456Z");
-        assert_eq!(at(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
-    }
-
-    #[test]
-    fn civil_dates_round_the_leap_rules() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(47_541), (2100, 3, 1));
     }
 }
