@@ -219,12 +219,16 @@ fn whole_lifecycle_through_the_client() {
     let body = http_get(&url);
     assert!(body.contains("I am instance life-1"), "{body}");
 
-    // Refusals: one line, the heart's reason, exit 1.
-    for args in [["start", "life-1"], ["deregister", "life-1"]] {
+    // A start of a running instance succeeds, saying so.
+    assert_eq!(heart.ok(&["start", "life-1"]), "life-1: already RUNNING\n");
+
+    // Refusals in this state: one line, the heart's reason, exit 3.
+    {
+        let args = ["deregister", "life-1"];
         let out = heart.client(&args);
         assert_eq!(
             out.status.code(),
-            Some(1),
+            Some(3),
             "{}",
             describe(&args.join(" "), &out)
         );
@@ -299,7 +303,7 @@ fn errors_have_one_line_and_the_documented_exit_code() {
     let out = heart.client(&["show", "nope"]);
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(2),
         "{}",
         describe("show nope", &out)
     );

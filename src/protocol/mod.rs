@@ -34,8 +34,9 @@ pub mod plugin;
 pub mod seconds;
 
 pub use api::{
-    ApiError, Application, InstanceList, InstanceView, Manifest, RegisterRequest, Restart,
-    RuntimeSpec, State,
+    ApiError, ApiErrorOf, Application, Desired, InstanceList, InstanceView, Manifest,
+    RegisterRequest, Restart, RuntimeSpec, RuntimeUpdate, SourceRequest, StartAllAnswer, State,
+    UpdateRequest,
 };
 pub use control::{
     exit_report_path, Command, ControlFile, DEFAULT_REPORT_DEADLINE, DEFAULT_STOP_TIMEOUT,

@@ -18,7 +18,9 @@ use crate::fsutil;
 use crate::heart::ports;
 use crate::heart::record::{self, Backoff, Record};
 use crate::process;
-use crate::protocol::{self, InstanceId, InstanceView, RegisterRequest, State};
+use crate::protocol::{
+    self, Desired, InstanceId, InstanceView, RegisterRequest, RuntimeSpec, Seconds, State,
+};
 use crate::secret::random_hex;
 
 /// Bound of copying or unpacking a source.
@@ -26,7 +28,7 @@ const COPY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How a source is copied.
 #[derive(Debug, Clone, Copy)]
-enum SourceKind {
+pub(super) enum SourceKind {
     /// A directory: `cp -a SRC/. DEST`.
     Dir,
     /// A `.tar.gz` or `.tgz` file: `tar -xzf SRC -C DEST`.
@@ -70,30 +72,8 @@ impl Node {
                 "application name is empty",
             ));
         }
-        let unprocessable = |e: Error| Error::refused(Refusal::Unprocessable, e.to_string());
-        let rt = self
-            .registry
-            .get(&manifest.runtime.name)
-            .map_err(unprocessable)?;
-        // With the instance's parameters: an `rbenv_path` or `nvm_path`
-        // has versions of its own that the node default may lack.
-        rt.resolve_version(&manifest.runtime.version, &manifest.runtime.parameters)
-            .map_err(unprocessable)?;
-        rt.validate(&manifest.runtime.parameters, manifest.standalone)
-            .map_err(|e| {
-                Error::refused(
-                    Refusal::Unprocessable,
-                    format!("runtime {}: {e}", manifest.runtime.name),
-                )
-            })?;
-        let startup_timeout =
-            record::startup_timeout(&manifest.runtime.parameters).map_err(unprocessable)?;
-        let source = std::path::absolute(&req.source).map_err(|e| {
-            Error::refused(
-                Refusal::Unprocessable,
-                format!("source {}: {e}", req.source.display()),
-            )
-        })?;
+        let startup_timeout = self.check_runtime(&manifest.runtime, manifest.standalone)?;
+        let source = absolute_source(&req.source)?;
         let kind = source_kind(&source)?;
 
         let op = self.op_lock(&id);
@@ -123,6 +103,7 @@ impl Node {
                 stop_requested: false,
                 running_since: None,
                 backoff: Backoff::default(),
+                desired: Some(Desired::Stopped),
             },
             |held| {
                 if standalone {
@@ -155,13 +136,52 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Checks a runtime as register does: the runtime exists, the version
+    /// resolves (with the instance's parameters: an `rbenv_path` or
+    /// `nvm_path` has versions of its own that the node default may
+    /// lack), the parameters are valid; returns the parsed
+    /// `startup_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Unprocessable`, naming what is wrong.
+    pub(super) fn check_runtime(&self, runtime: &RuntimeSpec, standalone: bool) -> Result<Seconds> {
+        let unprocessable = |e: Error| Error::refused(Refusal::Unprocessable, e.to_string());
+        let rt = self.registry.get(&runtime.name).map_err(unprocessable)?;
+        rt.resolve_version(&runtime.version, &runtime.parameters)
+            .map_err(unprocessable)?;
+        rt.validate(&runtime.parameters, standalone).map_err(|e| {
+            Error::refused(
+                Refusal::Unprocessable,
+                format!("runtime {}: {e}", runtime.name),
+            )
+        })?;
+        record::startup_timeout(&runtime.parameters).map_err(unprocessable)
+    }
+}
+
+/// `source` made absolute (the heart's working directory is the base).
+///
+/// # Errors
+///
+/// `Unprocessable` when it cannot be.
+pub(super) fn absolute_source(source: &Path) -> Result<std::path::PathBuf> {
+    std::path::absolute(source).map_err(|e| {
+        Error::refused(
+            Refusal::Unprocessable,
+            format!("source {}: {e}", source.display()),
+        )
+    })
+}
+
 /// What kind of source `source` is.
 ///
 /// # Errors
 ///
 /// `Unprocessable` when it is missing or neither a directory nor a
 /// `.tar.gz` file.
-fn source_kind(source: &Path) -> Result<SourceKind> {
+pub(super) fn source_kind(source: &Path) -> Result<SourceKind> {
     let meta = fs::metadata(source).map_err(|e| {
         Error::refused(
             Refusal::Unprocessable,
@@ -187,7 +207,7 @@ fn source_kind(source: &Path) -> Result<SourceKind> {
 /// Copies a directory (`cp -a SRC/. DEST`) or unpacks a `.tar.gz`
 /// (`tar -xzf`) into `dest`, bounded by [`COPY_TIMEOUT`]; a failure
 /// leaves no `dest` behind.
-fn copy_source(source: &Path, kind: SourceKind, dest: &Path) -> Result<()> {
+pub(super) fn copy_source(source: &Path, kind: SourceKind, dest: &Path) -> Result<()> {
     if dest.exists() {
         fs::remove_dir_all(dest).map_err(|e| Error::io("remove stale", dest, e))?;
     }
