@@ -15,8 +15,8 @@ use super::store::{Keyed, Store};
 use crate::error::Result;
 use crate::process::Identity;
 use crate::protocol::{
-    Application, Environment, InstanceId, InstanceView, Parameters, Restart, RuntimeSpec, Seconds,
-    State,
+    Application, Desired, Environment, InstanceId, InstanceView, Parameters, Restart, RuntimeSpec,
+    Seconds, State,
 };
 
 /// Default bound of each startup command (parameter `startup_timeout`).
@@ -97,9 +97,23 @@ pub(crate) struct Record {
     /// Restart backoff.
     #[serde(default)]
     pub backoff: Backoff,
+    // Issue 11: lifecycle.
+    /// What the operator last asked for; `None` in a record written before
+    /// the field existed, until [`load`] derives it from the state.
+    #[serde(default)]
+    pub desired: Option<Desired>,
 }
 
 impl Record {
+    /// What the operator last asked for. A record written before the
+    /// field existed is taken to want what its state shows.
+    pub(crate) fn desired(&self) -> Desired {
+        self.desired.unwrap_or(match self.state {
+            State::Starting | State::Running | State::Suspended => Desired::Running,
+            _ => Desired::Stopped,
+        })
+    }
+
     /// The API view of this record.
     pub(crate) fn view(&self) -> InstanceView {
         InstanceView {
@@ -117,6 +131,7 @@ impl Record {
                 State::Starting | State::Running => self.supervisor.map(|s| s.pid),
                 _ => None,
             },
+            desired: self.desired(),
         }
     }
 }
@@ -137,6 +152,9 @@ pub(crate) fn load(layout: &Layout) -> Result<(Store, BTreeMap<InstanceId, Recor
             // A register that never finished: its copy is not trusted.
             store.remove(&record.instance_id)?;
             continue;
+        }
+        if record.desired.is_none() {
+            record.desired = Some(record.desired());
         }
         if record.startup_timeout.is_none() {
             // Checked at register: the default is never needed.

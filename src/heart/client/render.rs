@@ -148,6 +148,7 @@ pub(super) fn show_lines(view: &InstanceView, host: &str) -> String {
         ("standalone", view.standalone.to_string()),
         ("exclusive", view.exclusive.to_string()),
         ("restart", restart),
+        ("desired", view.desired.as_str().to_string()),
         ("pid", view.pid.map_or_else(dash, |p| p.to_string())),
         ("message", view.message.trim_end().replace('\n', "\n  ")),
     ]);
@@ -181,6 +182,7 @@ mod tests {
             restart: Restart::Never,
             message: message.into(),
             pid: None,
+            desired: Default::default(),
         }
     }
 
