@@ -107,6 +107,7 @@ impl Heart {
                 "127.0.0.1:0",
                 "--ports",
                 ports,
+                "--allow-root-apps",
                 "--data-dir",
             ])
             .arg(data)

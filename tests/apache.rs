@@ -59,6 +59,7 @@ impl Drop for Cleanup {
         for pid in supervisors {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        crate::cgroups::clean(&self.data);
     }
 }
 
@@ -97,6 +98,8 @@ impl Heart {
             .args(["--ports", ports])
             .arg("--supervisor")
             .arg(SUPERVISOR)
+            // Tests run as root: the applications too, as before users.
+            .arg("--allow-root-apps")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

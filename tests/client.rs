@@ -40,6 +40,8 @@ impl Heart {
             .args(["serve", "--listen", "127.0.0.1:0", "--ports", ports])
             .arg("--data-dir")
             .arg(&data)
+            // Tests run as root: the applications too, as before users.
+            .arg("--allow-root-apps")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -133,6 +135,7 @@ impl Drop for Heart {
             let _ = child.kill();
             let _ = child.wait();
         }
+        crate::cgroups::clean(&self.data);
     }
 }
 

@@ -70,6 +70,8 @@ impl Env {
             .arg(self.data())
             .arg("--ports")
             .arg(self.ports())
+            // Tests run as root: the applications too, as before users.
+            .arg("--allow-root-apps")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -140,6 +142,7 @@ impl Drop for Env {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
+        crate::cgroups::clean(&self.data());
     }
 }
 

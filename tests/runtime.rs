@@ -658,6 +658,8 @@ impl Heart {
             .arg(format!("{ports}-{}", ports + 9))
             .arg("--plugin-dir")
             .arg(plugins)
+            // Tests run as root: the applications too, as before users.
+            .arg("--allow-root-apps")
             .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped());
@@ -751,6 +753,7 @@ impl Drop for Heart {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        crate::cgroups::clean(&self.data);
     }
 }
 

@@ -374,7 +374,11 @@ fn dispatch(
     match (method, segments) {
         (Get, ["health"]) => Ok(json_reply(
             200,
-            &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+            &json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "isolation": node.isolation_summary(),
+            }),
         )),
         (Get, ["runtimes"]) => Ok(json_reply(200, &node.runtimes())),
         (Get, ["instances"]) => Ok(json_reply(

@@ -16,6 +16,8 @@
 //! | `--node-name NAME` | `node_name` | the host name |
 //! | `--plugin-dir DIR` (repeatable) | `plugin_dir` (string or list) | `PM_RUNTIME_PATH`, then the built-in list |
 //! | `--supervisor PATH` | `supervisor` | `$PM_SUPERVISOR`, else beside `pm-heart`, else `PATH` |
+//! | `--run-as USER` | `run_as` | none |
+//! | `--allow-root-apps` | `allow_root_apps` | false |
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -33,6 +35,7 @@ usage: pm-heart serve [--config FILE] [--listen ADDR] [--data-dir DIR]
                       [--ports LOW-HIGH] [--pacemaker URL] [--stop-on-exit]
                       [--check-interval SECS] [--node-name NAME]
                       [--plugin-dir DIR]... [--supervisor PATH]
+                      [--run-as USER] [--allow-root-apps]
        pm-heart serve --help | --version
 
 Runs the node agent: an HTTP API on ADDR (default 127.0.0.1:42500) that
@@ -97,6 +100,8 @@ pub(crate) struct Args {
     pub node_name: Option<String>,
     pub plugin_dir: Vec<PathBuf>,
     pub supervisor: Option<PathBuf>,
+    pub run_as: Option<String>,
+    pub allow_root_apps: bool,
 }
 
 /// Parses the arguments that follow `serve`.
@@ -124,6 +129,8 @@ pub(crate) fn parse_args(
             Long("node-name") => out.node_name = Some(parser.value()?.string()?),
             Long("plugin-dir") => out.plugin_dir.push(parser.value()?.into()),
             Long("supervisor") => out.supervisor = Some(parser.value()?.into()),
+            Long("run-as") => out.run_as = Some(parser.value()?.string()?),
+            Long("allow-root-apps") => out.allow_root_apps = true,
             _ => return Err(arg.unexpected()),
         }
     }
@@ -151,6 +158,8 @@ struct FileConfig {
     node_name: Option<String>,
     plugin_dir: Option<Dirs>,
     supervisor: Option<PathBuf>,
+    run_as: Option<String>,
+    allow_root_apps: Option<bool>,
 }
 
 /// The resolved settings of the agent.
@@ -174,6 +183,11 @@ pub(crate) struct Config {
     pub plugin_dirs: Vec<PathBuf>,
     /// The `pm-supervisor` executable.
     pub supervisor: PathBuf,
+    /// The user instances without a `user` of their own run as, when the
+    /// heart runs as root.
+    pub run_as: Option<String>,
+    /// Instances may run as root (the behaviour before users existed).
+    pub allow_root_apps: bool,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr> {
@@ -256,6 +270,8 @@ pub(crate) fn resolve(args: Args) -> Result<Config> {
             .supervisor
             .or(file.supervisor)
             .unwrap_or_else(crate::supervise::supervisor_exe),
+        run_as: args.run_as.or(file.run_as),
+        allow_root_apps: args.allow_root_apps || file.allow_root_apps.unwrap_or(false),
     })
 }
 
@@ -287,7 +303,8 @@ mod tests {
         std::fs::write(
             &file,
             r#"{"listen": "127.0.0.1:1", "ports": "5000-5009", "check_interval": 2,
-                "plugin_dir": "/p", "stop_on_exit": true}"#,
+                "plugin_dir": "/p", "stop_on_exit": true, "run_as": "www",
+                "allow_root_apps": true}"#,
         )
         .unwrap();
         let args = parse_args([
@@ -309,6 +326,8 @@ mod tests {
         assert_eq!(config.check_interval, Duration::from_secs(2));
         assert_eq!(config.plugin_dirs, [PathBuf::from("/p")]);
         assert!(config.stop_on_exit);
+        assert_eq!(config.run_as.as_deref(), Some("www"));
+        assert!(config.allow_root_apps);
 
         std::fs::write(&file, r#"{"listen": "127.0.0.1:1", "colour": "red"}"#).unwrap();
         let args = parse_args(["--config".into(), file.clone().into_os_string()]).unwrap();

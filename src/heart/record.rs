@@ -15,8 +15,8 @@ use super::store::{Keyed, Store};
 use crate::error::Result;
 use crate::process::Identity;
 use crate::protocol::{
-    Application, Environment, InstanceId, InstanceView, Parameters, Restart, RuntimeSpec, Seconds,
-    State,
+    Application, Environment, InstanceId, InstanceView, Limits, Parameters, Restart, RuntimeSpec,
+    Seconds, State,
 };
 
 /// Default bound of each startup command (parameter `startup_timeout`).
@@ -97,6 +97,13 @@ pub(crate) struct Record {
     /// Restart backoff.
     #[serde(default)]
     pub backoff: Backoff,
+    // Issue 12: isolation.
+    /// The user it runs as, as registered; `None` is the node's default.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Its resource limits.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 impl Record {
@@ -117,6 +124,10 @@ impl Record {
                 State::Starting | State::Running => self.supervisor.map(|s| s.pid),
                 _ => None,
             },
+            user: self.user.clone(),
+            limits: self.limits,
+            memory_bytes: None,
+            cpu_seconds: None,
         }
     }
 }

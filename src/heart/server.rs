@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 
 use super::api;
 use super::config::Config;
-use super::instance::{Node, Setup};
+use super::instance::{Isolation, Node, Setup};
 use super::layout::Layout;
 use super::record;
 use super::PROG;
@@ -85,6 +85,8 @@ pub(crate) fn serve(config: Config) -> Result<()> {
     let _lock = lockfile::acquire_or_error(&layout.lock())?;
     let token = token(&layout.token())?;
     let (store, records) = record::load(&layout)?;
+    super::secrets::check(&layout);
+    let isolation = Isolation::new(&config, &layout)?;
 
     let server = tiny_http::Server::http(config.listen)
         .map_err(|e| Error::Http(format!("unable to listen on {}: {e}", config.listen)))?;
@@ -103,6 +105,7 @@ pub(crate) fn serve(config: Config) -> Result<()> {
         token,
         listen,
         address: address.clone(),
+        isolation,
     });
     node.reconcile()?;
     node.start_reporter();

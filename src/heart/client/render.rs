@@ -181,6 +181,10 @@ mod tests {
             restart: Restart::Never,
             message: message.into(),
             pid: None,
+            user: None,
+            limits: Default::default(),
+            memory_bytes: None,
+            cpu_seconds: None,
         }
     }
 

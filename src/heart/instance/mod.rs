@@ -40,11 +40,13 @@
 
 mod checker;
 mod exits;
+mod isolation;
 mod register;
 mod restart;
 mod start;
 mod stop;
 
+pub(crate) use self::isolation::Isolation;
 pub(crate) use self::start::Origin;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -116,6 +118,7 @@ pub(crate) struct Node {
     restarting: Mutex<HashSet<InstanceId>>,
     restart_threads: Mutex<Vec<JoinHandle<()>>>,
     reporter: Option<Reporter>,
+    isolation: Isolation,
 }
 
 /// What `Node::new` needs.
@@ -127,6 +130,7 @@ pub(crate) struct Setup {
     pub token: String,
     pub listen: SocketAddr,
     pub address: String,
+    pub isolation: Isolation,
 }
 
 /// The runtimes of `registry` with their versions.
@@ -149,6 +153,7 @@ impl Node {
             token,
             listen,
             address,
+            isolation,
         } = setup;
         let registry = Registry::new(plugins::plugin_dirs(&config.plugin_dirs));
         let heart_port = listen.port();
@@ -193,7 +198,13 @@ impl Node {
             restarting: Mutex::new(HashSet::new()),
             restart_threads: Mutex::new(Vec::new()),
             reporter: None,
+            isolation,
         }
+    }
+
+    /// The node's control groups, for `GET /health`.
+    pub(crate) fn isolation_summary(&self) -> String {
+        self.isolation.summary()
     }
 
     /// Starts reporting to the controller, when one is configured.
@@ -384,7 +395,7 @@ impl Node {
     ///
     /// `NotFound` when there is no such instance.
     pub(crate) fn show(&self, id: &InstanceId) -> Result<InstanceView> {
-        self.record(id).map(|r| r.view())
+        self.record(id).map(|r| self.isolation.add_usage(r.view()))
     }
 
     /// The runtimes of this node with their versions.
@@ -478,6 +489,8 @@ impl Node {
                 cli::warn(PROG, format!("unable to stop {id}: {e}"));
             }
         }
+        self.sweep_groups();
+        self.isolation.close();
         if let Some(reporter) = &self.reporter {
             let report = self.node_report(&lock(&self.records));
             reporter.shutdown(report, SHUTDOWN_REPORT_WAIT);
@@ -520,5 +533,7 @@ fn test_record(restart: crate::protocol::Restart) -> Record {
         stop_requested: false,
         running_since: Some(100.0),
         backoff: super::record::Backoff::default(),
+        user: None,
+        limits: Default::default(),
     }
 }

@@ -88,6 +88,8 @@ impl Node {
             })?;
         let startup_timeout =
             record::startup_timeout(&manifest.runtime.parameters).map_err(unprocessable)?;
+        self.isolation
+            .check_register(manifest.user.as_deref(), &manifest.limits)?;
         let source = std::path::absolute(&req.source).map_err(|e| {
             Error::refused(
                 Refusal::Unprocessable,
@@ -123,6 +125,8 @@ impl Node {
                 stop_requested: false,
                 running_since: None,
                 backoff: Backoff::default(),
+                user: manifest.user.clone(),
+                limits: manifest.limits,
             },
             |held| {
                 if standalone {
