@@ -433,6 +433,59 @@ impl Node {
 mod tests {
     use super::*;
 
+    fn without_groups(allow_root: bool) -> Isolation {
+        Isolation {
+            support: Support::Unavailable("no cgroup file system is mounted".into()),
+            scope_name: scope_name(Path::new("/d")),
+            scope: OnceLock::new(),
+            run_as: None,
+            allow_root,
+            uid: Uid::effective(),
+            oom_base: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn without_groups_only_nofile_is_accepted_and_the_reason_is_given() {
+        let iso = without_groups(true);
+        let nofile: Limits = serde_json::from_str(r#"{"nofile": 256}"#).unwrap();
+        iso.check_register(None, &nofile).unwrap();
+        let memory: Limits = serde_json::from_str(r#"{"memory_max": "64M"}"#).unwrap();
+        let err = iso.check_register(None, &memory).unwrap_err();
+        assert!(
+            matches!(err, Error::Refused(Refusal::Unprocessable(_))),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "limits: memory_max, cpu_max and pids_max need control groups, and this node has \
+             none (none: no cgroup file system is mounted); only nofile can be set"
+        );
+        let id: InstanceId = "a".parse().unwrap();
+        assert!(iso.prepare(&id, &nofile).unwrap().is_none());
+        assert!(iso.prepare(&id, &memory).is_err());
+        assert_eq!(iso.summary(), "none: no cgroup file system is mounted");
+    }
+
+    #[test]
+    fn root_is_refused_unless_allowed() {
+        let err = without_groups(false)
+            .check_register(Some("root"), &Limits::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("--allow-root-apps"), "{err}");
+        if Uid::effective().is_root() {
+            without_groups(true)
+                .check_register(Some("root"), &Limits::default())
+                .unwrap();
+            let err = without_groups(false).credentials(None).unwrap_err();
+            assert!(
+                matches!(err, Error::Refused(Refusal::Forbidden(_))),
+                "{err}"
+            );
+            assert_eq!(without_groups(true).credentials(None).unwrap(), None);
+        }
+    }
+
     #[test]
     fn scope_names_differ_per_data_directory_and_are_valid() {
         let a = scope_name(Path::new("/var/lib/pm/a"));

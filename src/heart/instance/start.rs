@@ -93,7 +93,20 @@ impl Node {
         let key = random_hex(16)?;
         let current = self.record(id)?;
         let creds = if current.state.can_start() {
-            self.isolation.credentials(current.user.as_deref())?
+            match self.isolation.credentials(current.user.as_deref()) {
+                Ok(creds) => creds,
+                Err(err) if origin == Origin::Restart => {
+                    // A refusal does not go away by waiting: no more
+                    // restarts until an operator acts.
+                    self.update(id, |rec| {
+                        rec.backoff.next_restart = None;
+                        rec.message = format!("restart refused: {err}");
+                        Ok(())
+                    })?;
+                    return Err(err);
+                }
+                Err(err) => return Err(err),
+            }
         } else {
             None
         };
