@@ -174,6 +174,48 @@ impl Drop for Heart {
     fn drop(&mut self) {
         self.crash();
         kill_supervisors(&self.data);
+        remove_groups(&self.data);
+    }
+}
+
+/// Removes the control groups the heart on `data` left (as `pm-heart`
+/// names them: `HIERARCHY/paasmaker/h` and the FNV-1a hash of the data
+/// directory), waiting a little for their last processes to exit; a
+/// busy one is left with a warning.
+fn remove_groups(data: &Path) {
+    let data = data.canonicalize().unwrap_or_else(|_| data.to_path_buf());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in data.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = right.split_whitespace().next().unwrap_or("");
+        let Some(point) = left.split_whitespace().nth(4) else {
+            continue;
+        };
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        let scope = Path::new(point).join(format!("paasmaker/h{hash:016x}"));
+        let Ok(entries) = fs::read_dir(&scope) else {
+            continue;
+        };
+        let groups = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir());
+        for dir in groups.chain([scope.clone()]) {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while fs::remove_dir(&dir).is_err() && dir.exists() {
+                if Instant::now() > deadline {
+                    eprintln!("warning: control group {} is busy", dir.display());
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 
