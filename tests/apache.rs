@@ -361,6 +361,14 @@ fn environment_values_cannot_change_the_configuration() {
     );
     let environ = body_of(port_of(&t), "/environ.php");
     assert!(environ.contains(&format!("TRICKY=[{tricky}]")), "{environ}");
+    // The file holds the environment (SetEnv): the heart's only.
+    let mode = |path: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    };
+    let instances = apache_dir(&data).join("instances");
+    assert_eq!(mode(&instances.join("tricky.conf")), 0o600);
+    assert_eq!(mode(&instances), 0o700);
     assert!(
         fetch(25019, "/").is_none(),
         "the injected Listen took effect"
