@@ -543,3 +543,38 @@ fn isolate_open_secrets_are_closed_and_an_open_data_directory_is_named_at_start_
         "{stderr}"
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn isolate_a_restart_refused_for_its_user_is_not_retried() {
+    let mut heart = Heart::start("refused-restart", &["--allow-root-apps"]);
+    let answer = heart.register(
+        "root-app",
+        "sleep 3; exit 3",
+        json!({"user": "root", "restart": "always"}),
+    );
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let answer = heart.start_instance("root-app");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    // The same node, no longer allowing root applications: the exit is
+    // reported to the new heart, whose restart is refused once.
+    heart.spawn(
+        NEXT_PORT.fetch_add(10, Ordering::SeqCst),
+        &["--check-interval", "0.2"],
+    );
+    let view = wait_for(LONG, "the restart to be refused", || {
+        let view = heart.show("root-app");
+        view["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("restart refused: "))
+            .then_some(view)
+    });
+    assert_eq!(view["state"], "ERROR");
+    let message = view["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("--allow-root-apps"), "{message}");
+    // Several check intervals later: no other attempt.
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(heart.show("root-app")["message"], message.as_str());
+    let attempts = heart.stderr().matches("restart of root-app failed").count();
+    assert_eq!(attempts, 1, "{}", heart.stderr());
+}
