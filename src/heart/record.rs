@@ -15,8 +15,8 @@ use super::store::{Keyed, Store};
 use crate::error::Result;
 use crate::process::Identity;
 use crate::protocol::{
-    Application, Desired, Environment, InstanceId, InstanceView, Parameters, Restart, RuntimeSpec,
-    Seconds, State,
+    Application, Desired, Environment, InstanceId, InstanceView, Limits, Parameters, Restart,
+    RuntimeSpec, Seconds, State,
 };
 
 /// Default bound of each startup command (parameter `startup_timeout`).
@@ -102,6 +102,13 @@ pub(crate) struct Record {
     /// the field existed, until [`load`] derives it from the state.
     #[serde(default)]
     pub desired: Option<Desired>,
+    // Issue 12: isolation.
+    /// The user it runs as, as registered; `None` is the node's default.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Its resource limits.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 impl Record {
@@ -132,6 +139,10 @@ impl Record {
                 _ => None,
             },
             desired: self.desired(),
+            user: self.user.clone(),
+            limits: self.limits,
+            memory_bytes: None,
+            cpu_seconds: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Environment, InstanceId, Parameters};
+use super::{Environment, InstanceId, Limits, Parameters};
 
 /// Life-cycle states of an instance (SPEC §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -115,6 +115,15 @@ pub struct Manifest {
     /// Restart policy.
     #[serde(default)]
     pub restart: Restart,
+    // Issue 12: isolation.
+    /// The user the instance runs as (a name or a numeric uid; its groups
+    /// come with it); `None` is the node's default (`--run-as`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Its resource limits; `memory_max`, `cpu_max` and `pids_max` need
+    /// control groups.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
 }
 
 /// The body of `POST /instances`.
@@ -165,6 +174,19 @@ pub struct InstanceView {
     /// What the operator last asked for: `running` or `stopped`.
     #[serde(default)]
     pub desired: Desired,
+    // Issue 12: isolation.
+    /// The user it runs as, as registered (`None`: the node's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Its resource limits.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+    /// Memory in use by its control group, while it runs in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// CPU time its control group used since it started, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
 }
 
 /// What the operator last asked of an instance (issue 11): start,

@@ -183,6 +183,10 @@ mod tests {
             message: message.into(),
             pid: None,
             desired: Default::default(),
+            user: None,
+            limits: Default::default(),
+            memory_bytes: None,
+            cpu_seconds: None,
         }
     }
 

@@ -49,6 +49,7 @@
 
 mod checker;
 mod exits;
+mod isolation;
 mod lifecycle;
 mod register;
 mod restart;
@@ -58,6 +59,7 @@ mod start;
 mod stop;
 mod update;
 
+pub(crate) use self::isolation::Isolation;
 pub(crate) use self::lifecycle::Done;
 pub(crate) use self::start::Origin;
 
@@ -135,6 +137,7 @@ pub(crate) struct Node {
     resume_queue: Mutex<Vec<InstanceId>>,
     /// The `resume` thread, joined at shutdown.
     resume_thread: Mutex<Option<JoinHandle<()>>>,
+    isolation: Isolation,
 }
 
 /// What `Node::new` needs.
@@ -146,6 +149,7 @@ pub(crate) struct Setup {
     pub token: String,
     pub listen: SocketAddr,
     pub address: String,
+    pub isolation: Isolation,
 }
 
 /// The runtimes of `registry` with their versions.
@@ -168,6 +172,7 @@ impl Node {
             token,
             listen,
             address,
+            isolation,
         } = setup;
         let registry = Registry::new(plugins::plugin_dirs(&config.plugin_dirs));
         let heart_port = listen.port();
@@ -214,7 +219,13 @@ impl Node {
             reporter: None,
             resume_queue: Mutex::new(Vec::new()),
             resume_thread: Mutex::new(None),
+            isolation,
         }
+    }
+
+    /// The node's control groups, for `GET /health`.
+    pub(crate) fn isolation_summary(&self) -> String {
+        self.isolation.summary()
     }
 
     /// Starts reporting to the controller, when one is configured.
@@ -411,7 +422,7 @@ impl Node {
     ///
     /// `NotFound` when there is no such instance.
     pub(crate) fn show(&self, id: &InstanceId) -> Result<InstanceView> {
-        self.record(id).map(|r| r.view())
+        self.record(id).map(|r| self.isolation.add_usage(r.view()))
     }
 
     /// The runtimes of this node with their versions.
@@ -527,6 +538,8 @@ impl Node {
                 Ok(())
             });
         }
+        self.sweep_groups();
+        self.isolation.close();
         if let Some(reporter) = &self.reporter {
             let report = self.node_report(&lock(&self.records));
             reporter.shutdown(report, SHUTDOWN_REPORT_WAIT);
@@ -570,5 +583,7 @@ fn test_record(restart: crate::protocol::Restart) -> Record {
         running_since: Some(100.0),
         backoff: super::record::Backoff::default(),
         desired: None,
+        user: None,
+        limits: Default::default(),
     }
 }
