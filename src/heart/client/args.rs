@@ -27,7 +27,7 @@ usage: pm-heart list [CLIENT-OPTIONS]
        pm-heart deregister ID [CLIENT-OPTIONS]
        pm-heart log ID [--tail N] [CLIENT-OPTIONS]
        pm-heart runtimes [CLIENT-OPTIONS]
-       pm-heart deploy DIR [--id ID | --new] [CLIENT-OPTIONS]
+       pm-heart deploy DIR [--id ID | --new | --replace] [CLIENT-OPTIONS]
 client options: [--data-dir DIR] [--address ADDR] [--token TOKEN] [--json] [--help]
 
 Client options may come before or after the subcommand. Without them the
@@ -103,6 +103,7 @@ struct Raw {
     tail: Option<u64>,
     id: Option<String>,
     new: bool,
+    replace: bool,
     all: bool,
     env: Vec<String>,
     unset: Vec<String>,
@@ -126,6 +127,8 @@ pub(super) struct Args {
     pub id: Option<InstanceId>,
     /// `deploy --new`.
     pub new: bool,
+    /// `deploy --replace`.
+    pub replace: bool,
 }
 
 /// Where the client finds its heart when no option says: the
@@ -201,6 +204,7 @@ fn parse_raw(
             }
             Long("id") if command == "deploy" => raw.id = Some(string_value(&mut parser)?),
             Long("new") if command == "deploy" => raw.new = true,
+            Long("replace") if command == "deploy" => raw.replace = true,
             Long("all") if command == "start" => raw.all = true,
             Long("env") if command == "update" => raw.env.push(string_value(&mut parser)?),
             Long("unset") if command == "update" => raw.unset.push(string_value(&mut parser)?),
@@ -222,6 +226,11 @@ fn validate(command: &str, raw: Raw, env: Environment) -> Result<Args, Error> {
             "deploy: --id and --new exclude each other".into(),
         ));
     }
+    if raw.replace && (raw.new || raw.id.is_some()) {
+        return Err(Error::Usage(
+            "deploy: --replace registers a new instance itself: no --id or --new".into(),
+        ));
+    }
     let mut args = Args {
         command: None,
         data_dir: raw
@@ -234,6 +243,7 @@ fn validate(command: &str, raw: Raw, env: Environment) -> Result<Args, Error> {
         tail: raw.tail,
         id: raw.id.map(instance_id).transpose()?,
         new: raw.new,
+        replace: raw.replace,
     };
     if raw.help {
         return Ok(args);
