@@ -266,6 +266,7 @@ mod tests {
             tail: None,
             id: None,
             new: false,
+            replace: false,
         };
         let heart = Heart::connect(&args).unwrap();
         let answers = [
