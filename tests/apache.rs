@@ -466,3 +466,32 @@ fn a_placeholder_port_keeps_apache_running() {
         Some(httpd)
     );
 }
+
+#[test]
+fn files_beneath_the_document_root_never_lead_outside_it() {
+    let heart = apache_heart("apache-symlinks");
+    let secret = heart
+        .dir()
+        .write("secret/config.txt", "DB_PASSWORD=hunter2\n");
+    let site_dir = static_site(heart.dir());
+    heart.dir().mkdir("site/steal");
+    std::os::unix::fs::symlink(&secret, site_dir.join("steal/config.txt")).unwrap();
+    let answer = heart.register(site("thief", &site_dir, json!({})));
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let message = heart.start_fails("thief");
+    assert!(
+        message.contains("steal/config.txt") && message.contains("leaves the instance directory"),
+        "{message}"
+    );
+    assert!(!apache_dir(&heart).join("instances/thief.conf").exists());
+    // Nor can an .htaccess turn links back on: Options is not overridable.
+    fs::remove_file(site_dir.join("steal/config.txt")).unwrap();
+    let ok = heart.run_instance(site("honest", &site_dir, json!({})));
+    assert_eq!(
+        body_of(port_of(&ok), "/page.html"),
+        "<p>a static page</p>\n"
+    );
+    let conf = fs::read_to_string(apache_dir(&heart).join("instances/honest.conf")).unwrap();
+    assert!(conf.contains("Options SymLinksIfOwnerMatch"), "{conf}");
+    assert!(!conf.contains("AllowOverride All"), "{conf}");
+}

@@ -5,6 +5,7 @@ mod client;
 mod deploy;
 mod fixture;
 mod heart;
+mod hostile;
 mod http;
 mod isolate;
 mod lifecycle;

@@ -204,7 +204,7 @@ pub(super) fn instance_config(
         quote_path("log file", error_log)?
     ));
     c.push_str(&format!(
-        "    <Directory {root}>\n        Options FollowSymLinks\n        AllowOverride All\n        Require all granted\n    </Directory>\n"
+        "    <Directory {root}>\n        Options SymLinksIfOwnerMatch\n        AllowOverride AuthConfig FileInfo Indexes Limit\n        Require all granted\n    </Directory>\n"
     ));
     match flavor {
         Flavor::Php => {

@@ -149,14 +149,48 @@ impl Runtime for Apache {
 /// The document root of `instance`, resolved (symlinks included) and
 /// checked to be inside its directory.
 fn resolve_document_root(instance: &PluginInstance, root: Option<&Path>) -> Result<PathBuf> {
-    match root {
+    let resolved = match root {
         None => instance
             .path
             .canonicalize()
             .map_err(|e| Error::io("resolve", &instance.path, e)),
         Some(root) => resolve_inside(&instance.path, root)
             .map_err(|e| Error::invalid(format!("parameter document_root: {e}"))),
+    }?;
+    refuse_escaping_links(&resolved, &instance.path)?;
+    Ok(resolved)
+}
+
+/// Refuses a document root that holds a symbolic link whose target is
+/// outside `instance_dir` (or dangling): Apache would serve another
+/// instance's files, or the node's, through it.
+fn refuse_escaping_links(root: &Path, instance_dir: &Path) -> Result<()> {
+    let top = instance_dir
+        .canonicalize()
+        .map_err(|e| Error::io("resolve", instance_dir, e))?;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io("list", &dir, e))?.path();
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io("read", &path, e))?;
+            if meta.file_type().is_symlink() {
+                let inside = path
+                    .canonicalize()
+                    .is_ok_and(|target| target.starts_with(&top));
+                if !inside {
+                    return Err(Error::invalid(format!(
+                        "{} is a symbolic link that leaves the instance directory; \
+                         php and static instances may not hold one",
+                        path.display()
+                    )));
+                }
+            } else if meta.is_dir() {
+                dirs.push(path);
+            }
+        }
     }
+    Ok(())
 }
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
