@@ -26,7 +26,7 @@ fn notify_to(path: &std::ffi::OsStr, state: &str) -> bool {
             std::os::unix::net::SocketAddr::from_abstract_name(name)
                 .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
         }
-        None => socket.send_to(state.as_bytes(), &path),
+        None => socket.send_to(state.as_bytes(), path),
     };
     sent.is_ok()
 }
