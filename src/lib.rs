@@ -35,6 +35,7 @@ pub(crate) mod notify;
 pub(crate) mod plugins;
 #[allow(unsafe_code)]
 pub(crate) mod process;
+pub(crate) mod rfc3339;
 pub(crate) mod secret;
 pub(crate) mod shellwords;
 #[allow(unsafe_code)]

@@ -10,7 +10,10 @@
 //! | `POST /instances/ID/start` | 200 the instance (`RUNNING`); 404; 409 wrong state, or port already in use (then `ERROR`); 500 start failed (`ERROR`, the reason and the log tail in `error`) |
 //! | `POST /instances/ID/stop` | 200 the instance (`STOPPED`); 404; 409 `REGISTERED` or `STOPPED`; 500 it could not be stopped |
 //! | `DELETE /instances/ID` | 200 the instance (`DEREGISTERED`, then gone); 404; 409 `STARTING` or `RUNNING` |
-//! | `GET /instances/ID/log[?tail=N]` | 200 text/plain (the whole log up to its last MiB, or its last N lines); 404 |
+//! | `GET /instances/ID/log[?tail=N\|?since=T]` | 200 text/plain (the whole log up to its last MiB, or its last N lines, or its lines since T); 404 |
+//! | `GET /instances/ID/log?follow=1[&tail=N\|&since=T]` | 200 text/plain, streamed (chunked) as lines are written, until the client closes or the instance is deregistered; 404; 409 too many follows |
+//! | `GET /events[?tail=N\|?since=T][&follow=1]` | 200 text/plain: the heart's event log, streamed with `follow=1` |
+//! | `GET /metrics` | 200 the Prometheus text format |
 //! | `GET`/`POST /instance/exit/ID/KEY/CODE` | 200 `{"state": ...}` (no token); 403 stale or spent key; 404 unknown instance; 400 bad code |
 //!
 //! Every route but `/health` and the exit report needs `Authorization:
@@ -19,6 +22,12 @@
 //! [`BODY_LIMIT`] 413. Every error body is `{"error": "..."}`; a start
 //! that ends in `ERROR` adds `"instance"`, the instance as it is then.
 //! An instance id in a path that is not `[A-Za-z0-9-]{1,64}` is 400.
+//! Follows (`follow=1`) are served by `api/follow.rs`, each in a thread of
+//! its own.
+
+mod follow;
+
+pub(crate) use self::follow::wait_for_follows;
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +54,16 @@ const TAIL_MAX: usize = 1_000_000;
 enum Reply {
     Json(u16, Vec<u8>),
     Text(String),
+    Metrics(String),
+}
+
+impl Reply {
+    fn status(&self) -> u16 {
+        match self {
+            Reply::Json(status, _) => *status,
+            Reply::Text(_) | Reply::Metrics(_) => 200,
+        }
+    }
 }
 
 /// Why a request is not done: the HTTP edge's own refusals, or an error
@@ -95,6 +114,15 @@ fn status_and_message(rejection: &Rejection) -> (u16, String) {
     }
 }
 
+pub(super) fn error_response(err: Error) -> Response<std::io::Cursor<Vec<u8>>> {
+    response_of(error_reply(&Rejection::Node(err)))
+}
+
+/// The error answer for a request without the right token.
+pub(super) fn unauthorised_response() -> Response<std::io::Cursor<Vec<u8>>> {
+    response_of(error_reply(&Rejection::Unauthorised))
+}
+
 fn error_reply(rejection: &Rejection) -> Reply {
     if let Rejection::Node(Error::Refused(
         refusal @ Refusal::Failed {
@@ -133,6 +161,10 @@ static BODY_PROCESSING: AtomicUsize = AtomicUsize::new(0);
 /// client that stalls in the middle of its body never holds one of the
 /// bounded pool of workers.
 pub(crate) fn handle(node: &Arc<Node>, mut request: Request) {
+    if follow::is_follow(request.method(), request.url()) {
+        follow::handle(node, request);
+        return;
+    }
     if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
         let rejection = if needs_token(request.url()) && !authorised(node, &request) {
             Rejection::Unauthorised
@@ -203,6 +235,7 @@ fn response_of(reply: Reply) -> Response<std::io::Cursor<Vec<u8>>> {
     let (status, body, content_type) = match reply {
         Reply::Json(status, body) => (status, body, "application/json"),
         Reply::Text(text) => (200, text.into_bytes(), "text/plain; charset=utf-8"),
+        Reply::Metrics(text) => (200, text.into_bytes(), crate::metrics::CONTENT_TYPE),
     };
     let mut response = Response::from_data(body).with_status_code(status);
     if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
@@ -250,14 +283,14 @@ fn refuse_oversized(request: Request, rejection: &Rejection) {
 }
 
 /// True for every path but `/health` and the exit reports.
-fn needs_token(url: &str) -> bool {
+pub(super) fn needs_token(url: &str) -> bool {
     let path = url.split_once('?').map_or(url, |(path, _)| path);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     !matches!(segments.as_slice(), ["health"] | ["instance", "exit", ..])
 }
 
 /// True when the request carries `Authorization: Bearer TOKEN`.
-fn authorised(node: &Node, request: &Request) -> bool {
+pub(super) fn authorised(node: &Node, request: &Request) -> bool {
     request
         .headers()
         .iter()
@@ -297,13 +330,13 @@ fn too_large() -> Error {
     )
 }
 
-fn parse_id(id: &str) -> Result<InstanceId, Error> {
+pub(super) fn parse_id(id: &str) -> Result<InstanceId, Error> {
     id.parse()
         .map_err(|e: protocol::InvalidId| Error::refused(Refusal::BadRequest, e.to_string()))
 }
 
 /// `tail=N` from a query string.
-fn tail_param(query: &str) -> Result<Option<usize>, Error> {
+pub(super) fn tail_param(query: &str) -> Result<Option<usize>, Error> {
     for pair in query.split('&') {
         if let Some(value) = pair.strip_prefix("tail=") {
             return match value.parse::<usize>() {
@@ -359,7 +392,28 @@ fn route(node: &Node, request: &mut Request, body: Option<Result<Vec<u8>, Error>
         return error_reply(&Rejection::Unauthorised);
     }
     let result = dispatch(node, request, body, &method, &segments, query);
-    result.unwrap_or_else(|rejection| error_reply(&rejection))
+    let reply = result.unwrap_or_else(|rejection| error_reply(&rejection));
+    node.count_request(route_pattern(&segments), method.as_str(), reply.status());
+    reply
+}
+
+/// The route a path matches, as a pattern (`/instances/{id}/log`): the
+/// label of `paasmaker_heart_requests_total`, which must not grow with
+/// the ids asked for.
+pub(super) fn route_pattern(segments: &[&str]) -> &'static str {
+    match segments {
+        ["health"] => "/health",
+        ["runtimes"] => "/runtimes",
+        ["metrics"] => "/metrics",
+        ["events"] => "/events",
+        ["instances"] => "/instances",
+        ["instances", _] => "/instances/{id}",
+        ["instances", _, "start"] => "/instances/{id}/start",
+        ["instances", _, "stop"] => "/instances/{id}/stop",
+        ["instances", _, "log"] => "/instances/{id}/log",
+        ["instance", "exit", _, _, _] => "/instance/exit/{id}/{key}/{code}",
+        _ => "other",
+    }
 }
 
 fn dispatch(
@@ -377,6 +431,8 @@ fn dispatch(
             &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
         )),
         (Get, ["runtimes"]) => Ok(json_reply(200, &node.runtimes())),
+        (Get, ["metrics"]) => Ok(Reply::Metrics(node.metrics())),
+        (Get, ["events"]) => Ok(Reply::Text(node.events_text(follow::start_param(query)?))),
         (Get, ["instances"]) => Ok(json_reply(
             200,
             &InstanceList {
@@ -420,8 +476,7 @@ fn dispatch(
         }
         (Get, ["instances", id, "log"]) => {
             let id = &parse_id(id)?;
-            let tail = tail_param(query)?;
-            Ok(Reply::Text(node.log(id, tail)?))
+            Ok(Reply::Text(node.log_from(id, follow::start_param(query)?)?))
         }
         (Get | Post, ["instance", "exit", id, key, code]) => {
             let id = &id
@@ -435,6 +490,8 @@ fn dispatch(
             _,
             ["health"]
             | ["runtimes"]
+            | ["metrics"]
+            | ["events"]
             | ["instances"]
             | ["instances", _]
             | ["instances", _, "start" | "stop" | "log"]

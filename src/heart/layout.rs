@@ -13,6 +13,8 @@
 //!   supervisor/               0700  ID.json (control file), ID.pid,
 //!                                   ID.start, ID.exited
 //!   logs/ID.log                     each instance's log
+//!   heart.log                 0640  the heart's event log (`events`), with
+//!                                   heart.log.1 .. heart.log.5 rotated
 //!   runtimes/                 0755  for runtimes that manage a daemon
 //! ```
 //!
@@ -142,6 +144,11 @@ impl Layout {
     /// `logs/ID.log`.
     pub(crate) fn log(&self, id: &InstanceId) -> PathBuf {
         self.logs().join(format!("{id}.log"))
+    }
+
+    /// `heart.log`, the heart's event log.
+    pub(crate) fn events(&self) -> PathBuf {
+        self.root.join("heart.log")
     }
 
     /// `runtimes/`, for runtimes that manage a daemon.

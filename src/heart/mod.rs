@@ -21,6 +21,12 @@
 //!   and reads that body away. Short-lived, not joined.
 //! - `checker`: the periodic check, `.exited` files, and restarts when
 //!   due: joined by the main thread once shutdown began.
+//! - `health`: keeps the queue of periodic health checks and hands those
+//!   due to its pool of `health-0` … `health-7` checkers, which it joins
+//!   when it ends: joined by the main thread once shutdown began.
+//! - `follow` (at most 32 at once): one `GET …/log?follow=1` or `GET
+//!   /events?follow=1` each, streaming until the client is gone, the
+//!   instance is deregistered or shutdown began. Not joined.
 //! - `restart-ID` (at most one per instance): one restart each: joined by
 //!   `Node::shutdown`, after the checker (so no new one starts).
 //! - `pacemaker` (with `--pacemaker`): delivers the controller reports.
@@ -46,6 +52,8 @@
 pub(crate) mod api;
 pub(crate) mod client;
 pub(crate) mod config;
+pub(crate) mod events;
+pub(crate) mod follow;
 pub(crate) mod instance;
 pub(crate) mod layout;
 pub(crate) mod pacemaker;
@@ -68,7 +76,7 @@ const PROG: &str = "pm-heart";
 const USAGE: &str = "\
 usage: pm-heart serve [OPTIONS]        run the node agent (see pm-heart serve --help)
        pm-heart COMMAND [OPTIONS]      talk to a running agent:
-           list, show, register, start, stop, deregister, log, runtimes, deploy
+           list, show, register, start, stop, deregister, log, events, runtimes, deploy
        pm-heart --help | --version
 ";
 

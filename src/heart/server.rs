@@ -41,6 +41,9 @@ const WORKERS: usize = 32;
 /// register reading a large body) that are past reading their body.
 const BODY_REQUEST_WAIT: Duration = Duration::from_secs(30);
 
+/// How long shutdown waits for the follows to end their answers.
+const FOLLOW_WAIT: Duration = Duration::from_secs(2);
+
 /// Stack size of each worker thread.
 const WORKER_STACK: usize = 256 * 1024;
 
@@ -133,6 +136,13 @@ pub(crate) fn serve(config: Config) -> Result<()> {
             .spawn(move || node.run_checker())
             .map_err(|e| Error::io("start thread", "checker", e))?
     };
+    let health = {
+        let node = Arc::clone(&node);
+        thread::Builder::new()
+            .name("health".into())
+            .spawn(move || node.run_health())
+            .map_err(|e| Error::io("start thread", "health", e))?
+    };
 
     cli::print(&format!("listening on {listen}\n")).map_err(|e| Error::io("write", "stdout", e))?;
     notify::notify("READY=1");
@@ -157,6 +167,10 @@ pub(crate) fn serve(config: Config) -> Result<()> {
         let _ = handle.join();
     }
     let _ = checker.join();
+    let _ = health.join();
+    if !api::wait_for_follows(FOLLOW_WAIT) {
+        cli::warn(PROG, "follows still streaming at exit");
+    }
     if !api::wait_for_body_requests(BODY_REQUEST_WAIT) {
         cli::warn(PROG, "requests still in progress at exit");
     }

@@ -31,8 +31,8 @@ pub mod plugin;
 pub mod seconds;
 
 pub use api::{
-    ApiError, Application, InstanceList, InstanceView, Manifest, RegisterRequest, Restart,
-    RuntimeSpec, State,
+    ApiError, Application, Health, HealthStatus, InstanceList, InstanceView, LastExit, Manifest,
+    RegisterRequest, Restart, RuntimeSpec, State,
 };
 pub use control::{
     exit_report_path, Command, ControlFile, DEFAULT_REPORT_DEADLINE, DEFAULT_STOP_TIMEOUT,

@@ -1,5 +1,5 @@
 //! The `pm-heart` client commands: `list`, `show`, `register`, `start`,
-//! `stop`, `deregister`, `log`, `runtimes` and `deploy`, talking to a
+//! `stop`, `deregister`, `log`, `events`, `runtimes` and `deploy`, talking to a
 //! running heart whose address and token are read from its data directory
 //! (`DATA_DIR/address`, `DATA_DIR/token`) or given as options.
 //!
@@ -16,6 +16,7 @@
 
 mod args;
 mod http;
+mod observe;
 mod render;
 
 use std::collections::BTreeMap;
@@ -180,13 +181,8 @@ fn execute(args: &Args, command: Command) -> Outcome<()> {
             let text = heart.delete(&format!("/instances/{id}"))?;
             print_state(&id, &text, State::Deregistered, args.json)
         }
-        Command::Log(id) => {
-            let path = match args.tail {
-                Some(n) => format!("/instances/{id}/log?tail={n}"),
-                None => format!("/instances/{id}/log"),
-            };
-            print(&heart.get(&path)?)
-        }
+        Command::Log(id) => observe::show_log(&heart, &format!("/instances/{id}/log"), args),
+        Command::Events => observe::show_log(&heart, "/events", args),
         Command::Runtimes => {
             let text = heart.get("/runtimes")?;
             if args.json {

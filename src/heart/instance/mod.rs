@@ -40,9 +40,14 @@
 
 mod checker;
 mod exits;
+mod follow;
+mod health;
+mod metrics;
+mod narrate;
 mod register;
 mod restart;
 mod start;
+mod status;
 mod stop;
 
 pub(crate) use self::start::Origin;
@@ -57,6 +62,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::config::Config;
+use super::events::Events;
 use super::layout::Layout;
 use super::pacemaker::Reporter;
 use super::record::Record;
@@ -116,6 +122,10 @@ pub(crate) struct Node {
     restarting: Mutex<HashSet<InstanceId>>,
     restart_threads: Mutex<Vec<JoinHandle<()>>>,
     reporter: Option<Reporter>,
+    // Issue 13: observability.
+    events: Events,
+    checks: health::Checks,
+    stats: metrics::Stats,
 }
 
 /// What `Node::new` needs.
@@ -161,6 +171,7 @@ impl Node {
             heart_url: Some(format!("http://{}", net::loopback_of(listen))),
         };
         let runtimes = runtime_versions(&registry);
+        let layout_events = layout.events();
         let node_name = config.node_name.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
                 .ok()
@@ -193,6 +204,9 @@ impl Node {
             restarting: Mutex::new(HashSet::new()),
             restart_threads: Mutex::new(Vec::new()),
             reporter: None,
+            events: Events::new(layout_events),
+            checks: health::Checks::default(),
+            stats: metrics::Stats::default(),
         }
     }
 
@@ -273,6 +287,7 @@ impl Node {
         if new.state != State::Allocated {
             self.store.put(&new)?;
         }
+        self.narrate(&old, &new);
         let mut records = lock(&self.records);
         records.insert(id.clone(), Arc::new(new));
         if let Some(reporter) = &self.reporter {
@@ -321,6 +336,7 @@ impl Node {
     /// Its file cannot be removed; the record stays.
     fn remove(&self, id: &InstanceId) -> Result<()> {
         self.store.remove(id)?;
+        self.events.info(format_args!("{id}: deregistered"));
         let mut records = lock(&self.records);
         records.remove(id);
         if let Some(reporter) = &self.reporter {
@@ -371,11 +387,13 @@ impl Node {
     /// Every instance in `state` (every instance when `None`), sorted by
     /// id.
     pub(crate) fn list(&self, state: Option<State>) -> Vec<InstanceView> {
-        self.snapshot()
-            .iter()
+        let records: Vec<Arc<Record>> = self
+            .snapshot()
+            .into_iter()
             .filter(|r| state.map_or(true, |s| r.state == s))
-            .map(|r| r.view())
-            .collect()
+            .collect();
+        let usage = self.usage_of(&records);
+        records.iter().map(|r| self.live_view(r, &usage)).collect()
     }
 
     /// One instance.
@@ -384,7 +402,9 @@ impl Node {
     ///
     /// `NotFound` when there is no such instance.
     pub(crate) fn show(&self, id: &InstanceId) -> Result<InstanceView> {
-        self.record(id).map(|r| r.view())
+        let rec = self.record(id)?;
+        let usage = self.usage_of(std::slice::from_ref(&rec));
+        Ok(self.live_view(&rec, &usage))
     }
 
     /// The runtimes of this node with their versions.
@@ -399,7 +419,7 @@ impl Node {
     ///
     /// `NotFound` when there is no such instance.
     pub(crate) fn log(&self, id: &InstanceId, lines: Option<usize>) -> Result<String> {
-        self.show(id)?;
+        self.record(id)?;
         Ok(fsutil::tail(&self.layout.log(id), LOG_MAX, lines))
     }
 
@@ -455,8 +475,10 @@ impl Node {
 
     /// Begins shutdown: the checker and restarts end.
     pub(crate) fn begin_shutdown(&self) {
+        self.events.info("shutting down");
         self.shutting_down.store(true, Ordering::SeqCst);
         self.kick();
+        self.wake_health();
     }
 
     /// After the server stopped: joins the restarts in flight, then stops
@@ -520,5 +542,9 @@ fn test_record(restart: crate::protocol::Restart) -> Record {
         stop_requested: false,
         running_since: Some(100.0),
         backoff: super::record::Backoff::default(),
+        health_check: None,
+        app: None,
+        restarts: 0,
+        last_exit: None,
     }
 }

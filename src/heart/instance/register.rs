@@ -123,6 +123,10 @@ impl Node {
                 stop_requested: false,
                 running_since: None,
                 backoff: Backoff::default(),
+                health_check: manifest.health_check.clone(),
+                app: None,
+                restarts: 0,
+                last_exit: None,
             },
             |held| {
                 if standalone {

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::health::Readiness;
 use super::restart;
 use super::{lock, now, Node};
 use crate::error::{Error, Refusal, Result};
@@ -105,7 +106,11 @@ impl Node {
             }
             if origin == Origin::Api {
                 rec.backoff = Backoff::default();
+                rec.restarts = 0;
+            } else {
+                rec.restarts = rec.restarts.saturating_add(1);
             }
+            rec.app = None;
             rec.backoff.next_restart = None;
             rec.state = State::Starting;
             rec.message = "starting".into();
@@ -116,7 +121,9 @@ impl Node {
             rec.running_since = None;
             Ok(rec.clone())
         })?;
+        let began = std::time::Instant::now();
         let outcome = self.execute_start(&rec, &key);
+        self.stats.start_took(began.elapsed().as_secs_f64());
         let at = now();
         let view = self.update(id, |rec| {
             match &outcome {
@@ -148,6 +155,7 @@ impl Node {
             Ok(rec.view())
         })?;
         self.kick();
+        self.watch();
         match outcome {
             Ok(_) if view.state == State::Running => Ok(view),
             Err(StartFailure {
@@ -302,9 +310,11 @@ impl Node {
             }
             Ok(Some(identity)) => identity,
         };
+        let app = supervise::app_identity(&control.startflagfile);
         self.update(id, |rec| {
             rec.supervisor = Some(identity);
             rec.stop_timeout = Some(launch.stop_timeout);
+            rec.app = app;
             Ok(())
         })?;
 
@@ -320,31 +330,25 @@ impl Node {
             }
             return Ok("running".into());
         };
-        let mut died = false;
-        let ready = wait::until_soon(launch.start_timeout.duration(), || {
-            if net::port_answers(port) {
-                return true;
-            }
-            died = gone();
-            died
-        });
-        if ready && !died {
-            return Ok(format!("answering on port {port}"));
-        }
-        if died {
-            return Err(StartFailure::new(exited()));
-        }
+        let failure = match self.wait_ready(rec, port, launch.start_timeout.duration(), gone) {
+            Readiness::Ready => return Ok(format!("answering on port {port}")),
+            Readiness::Exited => return Err(StartFailure::new(exited())),
+            Readiness::Failed(reason) => format!("health check: {reason}; log tail:\n{}", tail()),
+            Readiness::TimedOut(last) => format!(
+                "did not answer on port {port} within {} s{}; log tail:\n{}",
+                launch.start_timeout.as_f64(),
+                last.map(|l| format!(" (health check: {l})"))
+                    .unwrap_or_default(),
+                tail()
+            ),
+        };
         // Spend the key first: the report of this stop is not news.
         let _ = self.update(id, |rec| {
             rec.exit_key = None;
             Ok(())
         });
         self.terminate(&identity, &control_path, launch.stop_timeout.duration());
-        Err(StartFailure::new(format!(
-            "did not answer on port {port} within {} s; log tail:\n{}",
-            launch.start_timeout.as_f64(),
-            tail()
-        )))
+        Err(StartFailure::new(failure))
     }
 }
 
