@@ -3,6 +3,7 @@
 mod apache;
 mod client;
 mod heart;
+mod observe;
 mod runtime;
 mod supervisor;
 mod util;
