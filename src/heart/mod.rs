@@ -22,8 +22,10 @@
 //! - `checker`: the periodic check, `.exited` files, and restarts when
 //!   due: joined by the main thread once shutdown began.
 //! - `health`: keeps the queue of periodic health checks and hands those
-//!   due to its pool of `health-0` … `health-7` checkers, which it joins
-//!   when it ends: joined by the main thread once shutdown began.
+//!   due to its pool of `health-0` … `health-7` checkers: joined by the
+//!   main thread once shutdown began. The checkers are not joined: each
+//!   ends after its current check (bounded by its timeout), which changes
+//!   nothing once shutdown began.
 //! - `follow` (at most 32 at once): one `GET …/log?follow=1` or `GET
 //!   /events?follow=1` each, streaming until the client is gone, the
 //!   instance is deregistered or shutdown began. Not joined.

@@ -207,11 +207,12 @@ impl Node {
     }
 
     /// The `health` thread: keeps the queue of checks and hands those due
-    /// to [`CHECKERS`] checker threads, until shutdown; then joins them.
+    /// to [`CHECKERS`] checker threads, until shutdown. The checkers are
+    /// not joined: one may be in a check for up to its timeout; each ends
+    /// after its current check, which changes nothing once shutdown began.
     pub(crate) fn run_health(self: &Arc<Self>) {
         let (tx, rx) = mpsc::channel::<(InstanceId, u64)>();
         let rx = Arc::new(Mutex::new(rx));
-        let mut checkers = Vec::with_capacity(CHECKERS);
         for n in 0..CHECKERS {
             let node = Arc::clone(self);
             let rx = Arc::clone(&rx);
@@ -225,9 +226,8 @@ impl Node {
                         Err(_) => return,
                     }
                 });
-            match spawned {
-                Ok(handle) => checkers.push(handle),
-                Err(e) => cli::warn(PROG, format!("unable to start a health checker: {e}")),
+            if let Err(e) = spawned {
+                cli::warn(PROG, format!("unable to start a health checker: {e}"));
             }
         }
         let every = self.config.check_interval;
@@ -265,13 +265,13 @@ impl Node {
             let _ = self.checks.wake.wait_timeout(table, wait);
         }
         drop(tx);
-        for handle in checkers {
-            let _ = handle.join();
-        }
     }
 
     /// Wakes the `health` thread (at shutdown).
     pub(super) fn wake_health(&self) {
+        // Under the lock: the thread checks for shutdown under it before
+        // it waits, so the wake-up cannot fall in between.
+        let _table = lock(&self.checks.table);
         self.checks.wake.notify_all();
     }
 
@@ -347,7 +347,7 @@ impl Node {
         let result = probe(&check, port);
         let at = now();
         let mut table = lock(&self.checks.table);
-        if !current(&table) {
+        if !current(&table) || self.is_shutting_down() {
             return;
         }
         let Some(watch) = table.watches.get_mut(id) else {

@@ -216,12 +216,17 @@ impl Node {
                 if let Some(port) = rec.port {
                     let timeout = params::start_timeout(&rec.runtime.parameters)
                         .unwrap_or(params::DEFAULT_START_TIMEOUT);
-                    if !wait::until_soon(timeout.duration(), || net::port_answers(port)) {
-                        let _ = rt.stop(&self.ctx, &instance);
-                        return Err(StartFailure::new(format!(
+                    let failure = match self.wait_ready(rec, port, timeout.duration(), || false) {
+                        Readiness::Ready => None,
+                        Readiness::Failed(reason) => Some(format!("health check: {reason}")),
+                        Readiness::Exited | Readiness::TimedOut(_) => Some(format!(
                             "did not answer on port {port} within {} s",
                             timeout.as_f64()
-                        )));
+                        )),
+                    };
+                    if let Some(failure) = failure {
+                        let _ = rt.stop(&self.ctx, &instance);
+                        return Err(StartFailure::new(failure));
                     }
                 }
                 Ok(message)
