@@ -13,20 +13,37 @@
 //!    from its start to `listening on` with all 500 RUNNING.
 //!
 //! The application is this very binary run as `heart app PORT`: a
-//! std-only HTTP server that binds at once and answers every request.
+//! std-only HTTP server that binds at once and answers every request. The
+//! hearts are the tests' `TestHeart` (`tests/util/`, included below), each
+//! with its own scratch directory on tmpfs and its own port block.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const HEART: &str = env!("CARGO_BIN_EXE_pm-heart");
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+#[path = "../tests/util/mod.rs"]
+mod util;
+
+use util::heart::shell_instance;
+use util::ports::PortBlock;
+use util::{alive, pid_in, wait_until, Dir, TestHeart, SUPERVISOR};
+
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+const USAGE: &str = "usage: cargo bench --bench heart [-- NAME...]
+
+Runs the benchmarks whose name contains a NAME (all without one):
+start (start and stop, and the bare supervisor baseline), list, rss,
+reconcile.";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -34,19 +51,13 @@ fn main() {
         serve_app(args.get(2).and_then(|p| p.parse().ok()).unwrap_or(0));
         return;
     }
-    let root = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
     }
-    .join(format!("pm-bench-heart-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&root);
-    fs::create_dir_all(root.join("app")).unwrap();
-    fs::write(root.join("app/index.html"), "ok\n").unwrap();
-    let app_dir = root.join("app");
     println!(
         "pm-heart benchmarks (release binaries, data on {})",
-        root.display()
+        Dir::on_tmpfs("probe").path.parent().unwrap().display()
     );
 
     // `cargo bench --bench heart -- NAME` runs only the benchmarks whose
@@ -54,18 +65,17 @@ fn main() {
     let filter = args[1..].iter().find(|a| !a.starts_with("--")).cloned();
     let wanted = |name: &str| filter.as_deref().map_or(true, |f| name.contains(f));
     if wanted("start") {
-        start_stop(&root, &app_dir);
+        start_stop();
     }
     if wanted("list") {
-        list_latency(&root, &app_dir);
+        list_latency();
     }
     if wanted("rss") {
-        rss_of_registered(&root, &app_dir);
+        rss_of_registered();
     }
     if wanted("reconcile") {
-        reconcile(&root, &app_dir);
+        reconcile();
     }
-    let _ = fs::remove_dir_all(&root);
 }
 
 /// The application: binds 127.0.0.1:PORT and answers `ok` to anything.
@@ -87,137 +97,33 @@ fn serve_app(port: u16) {
     }
 }
 
-/// A heart run by a benchmark; killed with its supervisors on drop.
-struct Heart {
-    child: Option<Child>,
-    data: PathBuf,
-    addr: String,
-    token: String,
-    /// From spawn to the `listening on` line.
-    ready_after: Duration,
+/// A running heart on tmpfs, with an empty application directory `app`.
+fn heart(name: &str) -> (TestHeart, PathBuf) {
+    let dir = Dir::on_tmpfs(&format!("bench-heart-{name}"));
+    dir.write("app/index.html", "ok\n");
+    let app = dir.join("app");
+    let mut heart = TestHeart::in_dir(dir);
+    heart.spawn();
+    (heart, app)
 }
 
-impl Heart {
-    fn start(data: &Path, ports: &str) -> Heart {
-        let began = Instant::now();
-        let mut child = Command::new(HEART)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--ports",
-                ports,
-                "--data-dir",
-            ])
-            .arg(data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn pm-heart");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(TIMEOUT).expect("no listening line");
-        let ready_after = began.elapsed();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .to_string();
-        let token = fs::read_to_string(data.join("token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Heart {
-            child: Some(child),
-            data: data.to_path_buf(),
-            addr,
-            token,
-            ready_after,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn call(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        http(&self.addr, method, path, &self.token, body)
-    }
-
-    fn register_standalone(&self, id: &str, app: &Path, command: &str) {
-        let body = format!(
-            r#"{{"instance_id":"{id}","source":"{}","application":{{"name":"bench"}},
-               "standalone":true,
-               "runtime":{{"name":"shell","version":"1","parameters":{{"launch_command":"{command}","standalone_wait":0}}}}}}"#,
-            app.display()
-        );
-        let (status, answer) = self.call("POST", "/instances", &body);
-        assert_eq!(status, 201, "{answer}");
-    }
-
-    /// SIGKILL of the heart only.
-    fn crash(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Registers a standalone instance that runs `command`.
+fn register_standalone(heart: &TestHeart, id: &str, app: &Path, command: &str) {
+    let mut body = shell_instance(
+        id,
+        app,
+        json!({"launch_command": command, "standalone_wait": 0}),
+    );
+    body["standalone"] = json!(true);
+    let answer = heart.register(body);
+    assert_eq!(answer.status, 201, "{answer:?}");
 }
 
-impl Drop for Heart {
-    fn drop(&mut self) {
-        self.crash();
-        kill_supervisors(&self.data);
-    }
-}
-
-/// Kills every supervisor named by a pidfile of `data` (their commands die
-/// with them).
-fn kill_supervisors(data: &Path) {
-    let Ok(entries) = fs::read_dir(data.join("supervisor")) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.path().extension().is_some_and(|e| e == "pid") {
-            let Ok(pid) = fs::read_to_string(entry.path())
-                .unwrap_or_default()
-                .trim()
-                .parse::<i32>()
-            else {
-                continue;
-            };
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains("pm-supervisor") {
-                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            }
-        }
-    }
-}
-
-/// One HTTP/1.0 exchange.
-fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the heart");
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
+/// A request that must answer 200; its body.
+fn ok(heart: &TestHeart, method: &str, path: &str) -> String {
+    let answer = heart.call(method, path, None);
+    assert_eq!(answer.status, 200, "{method} {path}: {answer:?}");
+    answer.body
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -240,63 +146,62 @@ fn summary(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
-fn start_stop(root: &Path, app: &Path) {
-    let data = root.join("start-stop");
-    let heart = Heart::start(&data, "20000-20009");
+fn start_stop() {
+    let (heart, app) = heart("start-stop");
     let exe = std::env::current_exe().unwrap();
-    let body = format!(
-        r#"{{"instance_id":"web","source":"{}","application":{{"name":"bench"}},
-           "runtime":{{"name":"shell","version":"1","parameters":{{"launch_command":"{} app %(port)d"}}}}}}"#,
-        app.display(),
-        exe.display()
+    let body = shell_instance(
+        "web",
+        &app,
+        json!({"launch_command": format!("{} app %(port)d", exe.display())}),
     );
-    let (status, answer) = heart.call("POST", "/instances", &body);
-    assert_eq!(status, 201, "{answer}");
+    let answer = heart.register(body);
+    assert_eq!(answer.status, 201, "{answer:?}");
     let mut starts = Vec::new();
     let mut stops = Vec::new();
     for _ in 0..50 {
         let t = Instant::now();
-        let (status, answer) = heart.call("POST", "/instances/web/start", "");
+        let answer = heart.start("web");
         starts.push(t.elapsed());
-        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer.status, 200, "{answer:?}");
         let t = Instant::now();
-        let (status, answer) = heart.call("POST", "/instances/web/stop", "");
+        let answer = heart.stop("web");
         stops.push(t.elapsed());
-        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer.status, 200, "{answer:?}");
     }
     summary("start → RUNNING (app binds at once)", starts);
     summary("stop → STOPPED", stops);
     drop(heart);
-    baseline(root, &exe);
+    baseline(&exe);
 }
 
 /// The same launch without the heart: write a control file, run
 /// `pm-supervisor --detach`, poll (busy) until the application answers;
 /// then SIGTERM the supervisor and wait until it is gone. The difference
 /// to the figures above is the heart's own overhead.
-fn baseline(root: &Path, exe: &Path) {
-    let supervisor = Path::new(HEART).with_file_name("pm-supervisor");
-    let dir = root.join("baseline");
-    fs::create_dir_all(&dir).unwrap();
-    let port = 20010;
+fn baseline(exe: &Path) {
+    let dir = Dir::on_tmpfs("bench-heart-baseline");
+    let block = PortBlock::new();
+    let port = block.low();
     let mut starts = Vec::new();
     for n in 0..50 {
         let control = dir.join("b.json");
         let pidfile = dir.join("b.pid");
         let _ = fs::remove_file(&pidfile);
-        let text = format!(
-            r#"{{"instance_id":"b","command":["{}","app","{port}"],"cwd":"{}","environment":{{}},
-               "exit_key":"k{n}","port":1,"report_deadline":0.1,"log_file":"{}","pidfile":"{}",
-               "startflagfile":"{}"}}"#,
-            exe.display(),
-            dir.display(),
-            dir.join("b.log").display(),
-            pidfile.display(),
-            dir.join("b.start").display()
-        );
-        fs::write(&control, text).unwrap();
+        let text = json!({
+            "instance_id": "b",
+            "command": [exe, "app", port.to_string()],
+            "cwd": dir.path,
+            "environment": {},
+            "exit_key": format!("k{n}"),
+            "port": 1,
+            "report_deadline": 0.1,
+            "log_file": dir.join("b.log"),
+            "pidfile": pidfile,
+            "startflagfile": dir.join("b.start"),
+        });
+        fs::write(&control, text.to_string()).unwrap();
         let t = Instant::now();
-        let status = Command::new(&supervisor)
+        let status = Command::new(SUPERVISOR)
             .arg("--detach")
             .arg(&control)
             .status()
@@ -306,62 +211,41 @@ fn baseline(root: &Path, exe: &Path) {
             assert!(t.elapsed() < TIMEOUT, "baseline application never answered");
         }
         starts.push(t.elapsed());
-        let pid = loop {
-            if let Ok(pid) = fs::read_to_string(&pidfile)
-                .unwrap_or_default()
-                .trim()
-                .parse::<u32>()
-            {
-                break pid;
-            }
-            assert!(t.elapsed() < TIMEOUT, "no pidfile");
-        };
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-        while Path::new(&format!("/proc/{pid}")).exists()
-            && !fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z")
-        {
-            assert!(t.elapsed() < TIMEOUT, "supervisor did not stop");
-        }
+        let pid = pid_in(&pidfile, TIMEOUT);
+        kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+        wait_until(TIMEOUT, "the supervisor to stop", || !alive(pid));
     }
     summary("baseline: bare pm-supervisor launch → answer", starts);
 }
 
-fn list_latency(root: &Path, app: &Path) {
-    let data = root.join("list");
-    let heart = Heart::start(&data, "20000-20009");
+fn list_latency() {
+    let (heart, app) = heart("list");
     for n in 0..100 {
-        heart.register_standalone(&format!("i{n}"), app, "sleep 1000");
+        register_standalone(&heart, &format!("i{n}"), &app, "sleep 1000");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let loaders: Vec<_> = (0..3)
-        .map(|_| {
-            let (addr, token, stop) = (heart.addr.clone(), heart.token.clone(), Arc::clone(&stop));
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let (status, _) = http(&addr, "GET", "/instances", &token, "");
-                    assert_eq!(status, 200);
-                }
-            })
-        })
-        .collect();
+    let stop = AtomicBool::new(false);
     let mut samples = Vec::new();
-    let began = Instant::now();
-    while began.elapsed() < Duration::from_secs(3) {
-        let t = Instant::now();
-        let (status, _) = heart.call("GET", "/instances", "");
-        samples.push(t.elapsed());
-        assert_eq!(status, 200);
-    }
-    stop.store(true, Ordering::Relaxed);
-    for loader in loaders {
-        let _ = loader.join();
-    }
+    thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    ok(&heart, "GET", "/instances");
+                }
+            });
+        }
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(3) {
+            let t = Instant::now();
+            let answer = heart.call("GET", "/instances", None);
+            samples.push(t.elapsed());
+            assert_eq!(answer.status, 200);
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
     summary("GET /instances, 100 instances, 4 clients", samples);
 }
 
-fn rss_kib(pid: u32) -> u64 {
+fn rss_kib(pid: i32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -370,17 +254,15 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn rss_of_registered(root: &Path, app: &Path) {
-    let data = root.join("rss");
-    let heart = Heart::start(&data, "20000-20009");
+fn rss_of_registered() {
+    let (heart, app) = heart("rss");
     let idle = rss_kib(heart.pid());
     let began = Instant::now();
     for n in 0..1000 {
-        heart.register_standalone(&format!("r{n}"), app, "sleep 1000");
+        register_standalone(&heart, &format!("r{n}"), &app, "sleep 1000");
     }
     let took = began.elapsed();
-    let (status, list) = heart.call("GET", "/instances", "");
-    assert_eq!(status, 200);
+    let list = ok(&heart, "GET", "/instances");
     println!(
         "{:<44} {} KiB idle, {} KiB with 1,000 ({} registers in {:.1} s, list {} KiB)",
         "RSS of the heart",
@@ -392,29 +274,25 @@ fn rss_of_registered(root: &Path, app: &Path) {
     );
 }
 
-fn reconcile(root: &Path, app: &Path) {
-    let data = root.join("reconcile");
-    let mut heart = Heart::start(&data, "20000-20009");
+fn reconcile() {
+    let (mut heart, app) = heart("reconcile");
     let count = 500;
     for n in 0..count {
         let id = format!("s{n}");
-        heart.register_standalone(&id, app, "sleep 1000");
-        let (status, answer) = heart.call("POST", &format!("/instances/{id}/start"), "");
-        assert_eq!(status, 200, "{answer}");
+        register_standalone(&heart, &id, &app, "sleep 1000");
+        let answer = heart.start(&id);
+        assert_eq!(answer.status, 200, "{answer:?}");
     }
-    heart.crash();
     let mut samples = Vec::new();
     for _ in 0..5 {
-        let restarted = Heart::start(&data, "20000-20009");
-        let (_, list) = restarted.call("GET", "/instances", "");
-        let running = list.matches("\"RUNNING\"").count();
+        // Only the heart dies: its supervisors stay for the next round.
+        heart.crash();
+        heart.spawn();
+        let list: Value = serde_json::from_str(&ok(&heart, "GET", "/instances")).unwrap();
+        let instances = list["instances"].as_array().unwrap();
+        let running = instances.iter().filter(|i| i["state"] == "RUNNING").count();
         assert_eq!(running, count, "all instances RUNNING after the restart");
-        samples.push(restarted.ready_after);
-        let mut restarted = restarted;
-        restarted.crash();
-        // Keep the supervisors for the next round.
-        std::mem::forget(restarted);
+        samples.push(heart.ready_after());
     }
     summary("restart → listening, 500 RUNNING reconciled", samples);
-    drop(heart);
 }

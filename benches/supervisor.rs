@@ -21,7 +21,8 @@
 //! - SIGTERM → gone: from SIGTERM to the supervisor until the application
 //!   is gone (the application, this bench binary in "app mode", holds a
 //!   FIFO open and its end hangs up), until the exit report arrives
-//!   at a tiny_http fake heart, and until the supervisor has exited.
+//!   at a fake heart (the tests' `Recorder`), and until the supervisor has
+//!   exited.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -30,7 +31,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,13 +40,28 @@ use nix::sys::stat::Mode;
 use nix::unistd::{mkfifo, Pid};
 use serde_json::json;
 
+#[path = "../tests/util/mod.rs"]
+mod util;
+
+use util::recorder::Recorder;
+use util::{wait_until, Dir, SUPERVISOR};
+
 /// Every wait in the bench is bounded by this.
 const BOUND: Duration = Duration::from_secs(20);
+
+const USAGE: &str = "usage: [PM_BENCH_RUNS=N] cargo bench --bench supervisor
+
+Measures memory, launch and stop of pm-supervisor (the release build, and
+the musl one when it is built), N timed runs per figure (default 50).";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--app") {
         app(&args[2]);
+    }
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
     }
     let runs: usize = std::env::var("PM_BENCH_RUNS")
         .ok()
@@ -54,25 +69,16 @@ fn main() {
         .unwrap_or(50);
     let root = env!("CARGO_MANIFEST_DIR");
     let binaries = [
-        ("gnu", PathBuf::from(env!("CARGO_BIN_EXE_pm-supervisor"))),
+        ("gnu", PathBuf::from(SUPERVISOR)),
         (
             "musl",
             Path::new(root).join("target/x86_64-unknown-linux-musl/release/pm-supervisor"),
         ),
     ];
-    let scratch = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    }
-    .join(format!("pm-bench-supervisor-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&scratch);
-    fs::create_dir_all(&scratch).expect("create scratch directory");
-    let _cleanup = RemoveOnDrop(scratch.clone());
-    let heart = Heart::new();
+    let scratch = Dir::on_tmpfs("bench-supervisor");
     let bench = Bench {
-        scratch: scratch.clone(),
-        heart,
+        scratch: scratch.path.clone(),
+        heart: Recorder::start(200),
         me: std::env::current_exe().expect("own executable"),
         counter: std::cell::Cell::new(0),
     };
@@ -132,15 +138,6 @@ fn main() {
     }
 }
 
-/// Removes the scratch directory however the bench ends.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// App mode: tell the bench we run, then idle until killed.
 fn app(fifo: &str) -> ! {
     if let Ok(mut f) = OpenOptions::new().write(true).open(fifo) {
@@ -167,48 +164,10 @@ fn median_f(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// A fake heart that answers 200 and tells when each report came.
-struct Heart {
-    server: Arc<tiny_http::Server>,
-    port: u16,
-    reports: Receiver<(String, Instant)>,
-}
-
-impl Heart {
-    fn new() -> Heart {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind fake heart"));
-        let port = server.server_addr().to_ip().expect("ip address").port();
-        let (tx, reports) = mpsc::channel();
-        let srv = Arc::clone(&server);
-        thread::spawn(move || {
-            for rq in srv.incoming_requests() {
-                let _ = tx.send((rq.url().to_owned(), Instant::now()));
-                let _ = rq.respond(tiny_http::Response::empty(200));
-            }
-        });
-        Heart {
-            server,
-            port,
-            reports,
-        }
-    }
-
-    fn report(&self) -> (String, Instant) {
-        self.reports
-            .recv_timeout(BOUND)
-            .expect("no exit report in time")
-    }
-}
-
-impl Drop for Heart {
-    fn drop(&mut self) {
-        self.server.unblock();
-    }
-}
-
 struct Bench {
     scratch: PathBuf,
-    heart: Heart,
+    /// The fake heart the supervisors report to.
+    heart: Recorder,
     me: PathBuf,
     counter: std::cell::Cell<u32>,
 }
@@ -365,12 +324,13 @@ impl Bench {
         let child = cmd.spawn().expect("spawn pm-supervisor");
         wait_text(&mut fifo, APP_OUTPUT);
         let took = start.elapsed();
-        let (url, _) = self.heart.report();
+        let url = self.heart.next(BOUND).url;
         assert!(url.ends_with("/0"), "unexpected report {url}");
         reap(child);
         if detach {
             // The detached supervisor removes its pidfile last.
-            wait_gone_file(&inst.dir.join("pid"));
+            let pidfile = inst.dir.join("pid");
+            wait_until(BOUND, "the pidfile to go", || !pidfile.exists());
         }
         let _ = fs::remove_dir_all(&inst.dir);
         took
@@ -390,13 +350,18 @@ impl Bench {
                 .expect("spawn pm-supervisor");
             let pid = child.id() as i32;
             wait_byte(&mut fifo);
-            wait_file(&inst.startflag);
+            wait_until(BOUND, "the startflag", || inst.startflag.exists());
             let waiter = exit_waiter(child);
             let start = Instant::now();
             kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
             let t_gone = wait_hangup(&mut fifo);
-            let (url, t_report) = self.heart.report();
-            assert!(url.ends_with("/0"), "unexpected report {url}");
+            let report = self.heart.next(BOUND);
+            let t_report = report.at;
+            assert!(
+                report.url.ends_with("/0"),
+                "unexpected report {}",
+                report.url
+            );
             let t_exit = waiter.recv_timeout(BOUND).expect("supervisor did not exit");
             if run >= WARM_UP {
                 gone.push(t_gone - start);
@@ -427,7 +392,7 @@ impl Bench {
             running.push((inst, child));
         }
         for (inst, _) in &running {
-            wait_file(&inst.startflag);
+            wait_until(BOUND, "the startflag", || inst.startflag.exists());
         }
         let (mut rss, mut pss, mut uss) = (Vec::new(), Vec::new(), Vec::new());
         for (_, child) in &running {
@@ -449,7 +414,7 @@ impl Bench {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         }
         for _ in 0..n {
-            let _ = self.heart.report();
+            let _ = self.heart.next(BOUND);
         }
         for (inst, child) in running {
             reap(child);
@@ -534,31 +499,5 @@ fn wait_hangup(fifo: &mut File) -> Instant {
         }
         let mut buf = [0u8; 16];
         let _ = fifo.read(&mut buf);
-    }
-}
-
-/// Polls for `path` with a growing interval, up to [`BOUND`].
-fn wait_file(path: &Path) {
-    let deadline = Instant::now() + BOUND;
-    let mut interval = Duration::from_micros(100);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not appear",
-            path.display()
-        );
-        thread::sleep(interval);
-        interval = (interval * 2).min(Duration::from_millis(20));
-    }
-}
-
-/// Polls until `path` is gone, up to [`BOUND`].
-fn wait_gone_file(path: &Path) {
-    let deadline = Instant::now() + BOUND;
-    let mut interval = Duration::from_micros(100);
-    while path.exists() {
-        assert!(Instant::now() < deadline, "{} did not go", path.display());
-        thread::sleep(interval);
-        interval = (interval * 2).min(Duration::from_millis(20));
     }
 }

@@ -54,6 +54,9 @@ pub enum Error {
     },
     /// Input that was well-formed but not acceptable.
     Invalid(String),
+    /// Something did not finish within its time limit; the message says
+    /// what and which limit.
+    TimedOut(String),
     /// A refusal of the heart: what was asked cannot be done. The API maps
     /// each kind to its HTTP status (`heart::api`), a client maps it to its
     /// exit status; nothing else chooses either.
@@ -142,7 +145,7 @@ impl fmt::Display for Error {
             Error::Json { what, source } => write!(f, "invalid {what}: {source}"),
             Error::Http(msg) => write!(f, "{msg}"),
             Error::Api { status, message } => write!(f, "{message} (HTTP {status})"),
-            Error::Invalid(msg) => write!(f, "{msg}"),
+            Error::Invalid(msg) | Error::TimedOut(msg) => write!(f, "{msg}"),
             Error::Refused(refusal) => write!(f, "{refusal}"),
         }
     }

@@ -18,16 +18,24 @@
 //! file writes). `unsafe` is denied everywhere but in `signal` and
 //! `process`, the two modules that make raw system calls, and each block
 //! there carries a `// SAFETY:` comment.
+//!
+//! `http` is the HTTP/1.1 server the heart's API runs on: bounded
+//! threads, deadlines for slow clients, and an accept loop that survives
+//! descriptor exhaustion (std sockets and poll(2), no `unsafe`).
 
 #![deny(unsafe_code)]
 
+pub(crate) mod archive;
 // Until the heart wires control groups in (issue 12); remove it then.
 #[allow(dead_code, unused_imports)]
 pub(crate) mod cgroup;
 pub(crate) mod cli;
+pub(crate) mod digest;
 pub(crate) mod error;
 pub(crate) mod exit;
+pub(crate) mod fetch;
 pub(crate) mod fsutil;
+pub(crate) mod http;
 pub(crate) mod lockfile;
 pub(crate) mod metrics;
 pub(crate) mod net;
@@ -47,3 +55,8 @@ pub mod heart;
 pub mod protocol;
 pub mod runtime;
 pub mod supervisor;
+
+/// The HTTP server's demo service, for the integration tests and the
+/// benchmarks (not an API).
+#[doc(hidden)]
+pub use http::demo::main as http_demo;

@@ -1,12 +1,11 @@
-//! `pm-supervisor`: the real binary against fake hearts on 127.0.0.1:0.
+//! `pm-supervisor`: the real binary against fake hearts on 127.0.0.1:0
+//! (a [`Recorder`] each).
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,77 +14,17 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::util::{alive, wait_for, wait_until, ChildGuard, Dir, KillOnDrop, SUPERVISOR};
+use crate::util::ports::dead_port;
+use crate::util::recorder::Recorder;
+use crate::util::{alive, pid_in, wait_until, ChildGuard, Dir, KillOnDrop, SUPERVISOR};
 
 const LONG: Duration = Duration::from_secs(20);
-
-/// A request the fake heart received.
-#[derive(Debug, Clone)]
-struct Hit {
-    method: String,
-    url: String,
-    at: Instant,
-}
-
-/// A fake heart: answers every request with `status` and records it.
-struct Heart {
-    server: Arc<tiny_http::Server>,
-    port: u16,
-    hits: Receiver<Hit>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Heart {
-    fn new(status: u16) -> Heart {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
-        let (tx, hits) = mpsc::channel();
-        let srv = Arc::clone(&server);
-        let thread = thread::spawn(move || {
-            for rq in srv.incoming_requests() {
-                let _ = tx.send(Hit {
-                    method: rq.method().to_string(),
-                    url: rq.url().to_string(),
-                    at: Instant::now(),
-                });
-                let _ = rq.respond(tiny_http::Response::empty(status));
-            }
-        });
-        Heart {
-            server,
-            port,
-            hits,
-            thread: Some(thread),
-        }
-    }
-
-    fn next(&self, timeout: Duration) -> Hit {
-        self.hits
-            .recv_timeout(timeout)
-            .unwrap_or_else(|_| panic!("no report within {timeout:?}"))
-    }
-}
-
-impl Drop for Heart {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 /// The code in a report URL `/instance/exit/ID/KEY/CODE`.
 fn code_in(url: &str) -> (String, i32) {
     let parts: Vec<&str> = url.split('/').collect();
     assert_eq!(parts.len(), 6, "bad report URL {url}");
     (parts[3].to_owned(), parts[5].parse().unwrap())
-}
-
-/// A port on which nothing listens.
-fn dead_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// One supervised instance: its scratch directory and control file.
@@ -146,12 +85,16 @@ impl Instance {
         fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
+    /// Waits for the command's pid in `$DIR/app.pid`; the pid, and a
+    /// guard that kills its process group.
+    fn app(&self) -> (i32, KillOnDrop) {
+        let pid = self.pid_in("app.pid");
+        (pid, KillOnDrop { pid, group: true })
+    }
+
     /// Waits for `$DIR/NAME` to hold a pid and returns it.
     fn pid_in(&self, name: &str) -> i32 {
-        let path = self.dir.join(name);
-        wait_for(LONG, &format!("a pid in {}", path.display()), || {
-            fs::read_to_string(&path).ok()?.trim().parse().ok()
-        })
+        pid_in(&self.dir.join(name), LONG)
     }
 
     fn write_control(&self) -> PathBuf {
@@ -173,11 +116,23 @@ impl Instance {
     }
 }
 
-/// Waits for a foreground supervisor to exit.
-fn exit_of(child: &mut ChildGuard) -> ExitStatus {
-    wait_for(LONG, "the supervisor to exit", || {
-        child.0.try_wait().unwrap()
-    })
+/// A command that writes its pid to `$DIR/app.pid` and sleeps.
+const SLEEPER: &str = "echo $$ > \"$DIR/app.pid\"; exec sleep 60";
+
+/// The codes of the next `n` reports, by instance id.
+fn reports(heart: &Recorder, n: usize) -> BTreeMap<String, i32> {
+    (0..n).map(|_| code_in(&heart.next(LONG).url)).collect()
+}
+
+/// Waits for a foreground supervisor to exit 0 with `Completed with
+/// result code RESULT` in its log.
+fn assert_completed(inst: &Instance, sup: &mut ChildGuard, result: &str) {
+    assert_eq!(sup.wait(LONG).code(), Some(0), "{}", inst.log());
+    let log = inst.log();
+    assert!(
+        log.contains(&format!("Completed with result code {result}\n")),
+        "{log}"
+    );
 }
 
 fn sigterm(pid: i32) {
@@ -186,18 +141,14 @@ fn sigterm(pid: i32) {
 
 #[test]
 fn runs_logs_ignores_sighup_and_stops_on_sigterm() {
-    let heart = Heart::new(200);
+    let heart = Recorder::start(200);
     let inst = Instance::sh(
         "basic",
         "echo to-stdout; echo to-stderr >&2; echo $$ > \"$DIR/app.pid\"; exec sleep 60",
         heart.port,
     );
     let mut sup = inst.start();
-    let app = inst.pid_in("app.pid");
-    let _app_guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (app, _app_guard) = inst.app();
     wait_until(LONG, "the startflag", || inst.startflag().exists());
     let pid: i32 = fs::read_to_string(inst.pidfile())
         .unwrap()
@@ -228,7 +179,7 @@ fn runs_logs_ignores_sighup_and_stops_on_sigterm() {
     let hit = heart.next(LONG);
     assert_eq!(hit.method, "POST");
     assert_eq!(hit.url, "/instance/exit/basic/key-123/0");
-    let status = exit_of(&mut sup);
+    let status = sup.wait(LONG);
     assert_eq!(status.code(), Some(0), "{}", inst.log());
     assert!(!alive(app));
     let log = inst.log();
@@ -247,12 +198,8 @@ fn runs_logs_ignores_sighup_and_stops_on_sigterm() {
 
 #[test]
 fn detached_supervisor_is_found_by_its_pidfile_and_stops() {
-    let heart = Heart::new(200);
-    let inst = Instance::sh(
-        "detached",
-        "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-        heart.port,
-    );
+    let heart = Recorder::start(200);
+    let inst = Instance::sh("detached", SLEEPER, heart.port);
     let path = inst.write_control();
     let start = Instant::now();
     let out = Command::new(SUPERVISOR)
@@ -264,15 +211,9 @@ fn detached_supervisor_is_found_by_its_pidfile_and_stops() {
     assert!(out.status.success(), "{out:?}");
     assert!(start.elapsed() < Duration::from_secs(5));
     wait_until(LONG, "the startflag", || inst.startflag().exists());
-    let pid: i32 = wait_for(LONG, "the pidfile", || {
-        fs::read_to_string(inst.pidfile()).ok()?.trim().parse().ok()
-    });
+    let pid = pid_in(&inst.pidfile(), LONG);
     let _guard = KillOnDrop { pid, group: false };
-    let app = inst.pid_in("app.pid");
-    let _app_guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (app, _app_guard) = inst.app();
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
     assert!(args[0].ends_with(b"pm-supervisor"), "{args:?}");
@@ -291,12 +232,12 @@ fn detached_supervisor_is_found_by_its_pidfile_and_stops() {
 
 #[test]
 fn missing_command_is_127_and_not_executable_is_126() {
-    let heart = Heart::new(200);
+    let heart = Recorder::start(200);
     let missing = Instance::new("missing", json!(["no-such-command", "x"]), heart.port);
     let mut sup = missing.start();
     let hit = heart.next(LONG);
     assert_eq!(hit.url, "/instance/exit/missing/key-123/127");
-    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    assert_eq!(sup.wait(LONG).code(), Some(0));
     let log = missing.log();
     assert!(
         log.contains("Failed to start up: No such file or directory"),
@@ -311,7 +252,7 @@ fn missing_command_is_127_and_not_executable_is_126() {
     let mut sup = plain.start();
     let hit = heart.next(LONG);
     assert_eq!(hit.url, "/instance/exit/plain/key-123/126");
-    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    assert_eq!(sup.wait(LONG).code(), Some(0));
     assert!(plain
         .log()
         .contains("Failed to start up: Permission denied"));
@@ -320,7 +261,7 @@ fn missing_command_is_127_and_not_executable_is_126() {
     nowhere.set("cwd", json!("/no/such/directory"));
     let mut sup = nowhere.start();
     assert_eq!(heart.next(LONG).url, "/instance/exit/nowhere/key-123/127");
-    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    assert_eq!(sup.wait(LONG).code(), Some(0));
     let log = nowhere.log();
     assert!(
         log.contains("Unable to use the working directory /no/such/directory"),
@@ -330,7 +271,7 @@ fn missing_command_is_127_and_not_executable_is_126() {
 
 #[test]
 fn every_exit_status_is_reported_exactly() {
-    let heart = Heart::new(200);
+    let heart = Recorder::start(200);
     for batch in (0..256).collect::<Vec<i32>>().chunks(32) {
         let mut running = Vec::new();
         for &code in batch {
@@ -342,56 +283,38 @@ fn every_exit_status_is_reported_exactly() {
             let sup = inst.start();
             running.push((inst, sup));
         }
-        let mut got = BTreeMap::new();
-        for _ in batch {
-            let (id, code) = code_in(&heart.next(LONG).url);
-            got.insert(id, code);
-        }
+        let got = reports(&heart, batch.len());
         for (inst, mut sup) in running {
             let expected: i32 = inst.id.trim_start_matches("code-").parse().unwrap();
             assert_eq!(got.get(&inst.id), Some(&expected), "{}", inst.log());
-            assert_eq!(exit_of(&mut sup).code(), Some(0));
-            assert!(inst
-                .log()
-                .contains(&format!("Completed with result code {expected}\n")));
+            assert_completed(&inst, &mut sup, &expected.to_string());
         }
     }
 }
 
 #[test]
 fn unasked_signals_report_128_plus_n() {
-    let heart = Heart::new(200);
+    let heart = Recorder::start(200);
     let signals = [Signal::SIGKILL, Signal::SIGSEGV, Signal::SIGUSR1];
     let mut running = Vec::new();
     for signal in signals {
-        let inst = Instance::sh(
-            &format!("sig-{}", signal as i32),
-            "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-            heart.port,
-        );
+        let inst = Instance::sh(&format!("sig-{}", signal as i32), SLEEPER, heart.port);
         let sup = inst.start();
         let app = inst.pid_in("app.pid");
         kill(Pid::from_raw(app), signal).unwrap();
         running.push((signal, inst, sup));
     }
-    let mut got = BTreeMap::new();
-    for _ in signals {
-        let (id, code) = code_in(&heart.next(LONG).url);
-        got.insert(id, code);
-    }
+    let got = reports(&heart, signals.len());
     for (signal, inst, mut sup) in running {
         let n = signal as i32;
         assert_eq!(got.get(&inst.id), Some(&(128 + n)));
-        assert_eq!(exit_of(&mut sup).code(), Some(0));
-        assert!(inst
-            .log()
-            .contains(&format!("Completed with result code -{n}\n")));
+        assert_completed(&inst, &mut sup, &format!("-{n}"));
     }
 }
 
 #[test]
 fn sigterm_ignoring_command_is_killed_after_stop_timeout() {
-    let heart = Heart::new(200);
+    let heart = Recorder::start(200);
     let mut inst = Instance::sh(
         "stubborn",
         "trap '' TERM; echo $$ > \"$DIR/app.pid\"; exec sleep 60",
@@ -399,11 +322,7 @@ fn sigterm_ignoring_command_is_killed_after_stop_timeout() {
     );
     inst.set("stop_timeout", json!(0.5));
     let mut sup = inst.start();
-    let app = inst.pid_in("app.pid");
-    let _guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (_, _guard) = inst.app();
     let sent = Instant::now();
     sigterm(sup.pid());
     let hit = heart.next(LONG);
@@ -411,7 +330,7 @@ fn sigterm_ignoring_command_is_killed_after_stop_timeout() {
     assert_eq!(hit.url, "/instance/exit/stubborn/key-123/0");
     assert!(took >= Duration::from_millis(500), "{took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    assert_eq!(sup.wait(LONG).code(), Some(0));
     let log = inst.log();
     assert!(log.contains("sending SIGKILL"), "{log}");
     assert!(log.contains("Completed with result code -9"), "{log}");
@@ -419,12 +338,8 @@ fn sigterm_ignoring_command_is_killed_after_stop_timeout() {
 
 #[test]
 fn prompt_command_is_reported_long_before_stop_timeout() {
-    let heart = Heart::new(200);
-    let mut inst = Instance::sh(
-        "prompt",
-        "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-        heart.port,
-    );
+    let heart = Recorder::start(200);
+    let mut inst = Instance::sh("prompt", SLEEPER, heart.port);
     inst.set("stop_timeout", json!(30));
     let mut sup = inst.start();
     inst.pid_in("app.pid");
@@ -436,7 +351,7 @@ fn prompt_command_is_reported_long_before_stop_timeout() {
     // A tenth of the timeout: generous for a loaded CI machine, far from
     // what waiting for the timeout would take. Typically ~1 ms.
     assert!(took < Duration::from_secs(3), "{took:?}");
-    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    assert_eq!(sup.wait(LONG).code(), Some(0));
 }
 
 /// A command that leaves a grandchild in its group and a daemon in a
@@ -447,7 +362,7 @@ const FORKING: &str = "sleep 60 & echo $! > \"$DIR/grandchild.pid\"; \
 
 #[test]
 fn stop_ends_grandchildren_and_daemons() {
-    let heart = Heart::new(200);
+    let heart = Recorder::start(200);
     let inst = Instance::sh("forks", &format!("{FORKING} exec sleep 60"), heart.port);
     let mut sup = inst.start();
     let pids = ["app.pid", "grandchild.pid", "daemon.pid"].map(|f| inst.pid_in(f));
@@ -455,7 +370,7 @@ fn stop_ends_grandchildren_and_daemons() {
     assert!(pids.iter().all(|&p| alive(p)));
     sigterm(sup.pid());
     assert_eq!(heart.next(LONG).url, "/instance/exit/forks/key-123/0");
-    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    assert_eq!(sup.wait(LONG).code(), Some(0));
     for pid in pids {
         assert!(!alive(pid), "{pid} survived: {}", inst.log());
     }
@@ -463,7 +378,7 @@ fn stop_ends_grandchildren_and_daemons() {
 
 #[test]
 fn descendants_are_ended_when_the_command_exits_by_itself() {
-    let heart = Heart::new(200);
+    let heart = Recorder::start(200);
     let inst = Instance::sh(
         "leftovers",
         &format!("{FORKING} while [ ! -s \"$DIR/daemon.pid\" ]; do sleep 0.01; done; exit 7"),
@@ -471,7 +386,7 @@ fn descendants_are_ended_when_the_command_exits_by_itself() {
     );
     let mut sup = inst.start();
     assert_eq!(heart.next(LONG).url, "/instance/exit/leftovers/key-123/7");
-    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    assert_eq!(sup.wait(LONG).code(), Some(0));
     for file in ["app.pid", "grandchild.pid", "daemon.pid"] {
         let pid = inst.pid_in(file);
         let _guard = KillOnDrop { pid, group: false };
@@ -482,19 +397,11 @@ fn descendants_are_ended_when_the_command_exits_by_itself() {
 
 #[test]
 fn command_dies_with_a_killed_supervisor() {
-    let inst = Instance::sh(
-        "orphan",
-        "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-        dead_port(),
-    );
+    let inst = Instance::sh("orphan", SLEEPER, dead_port());
     let mut sup = inst.start();
-    let app = inst.pid_in("app.pid");
-    let _guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (app, _guard) = inst.app();
     kill(Pid::from_raw(sup.pid()), Signal::SIGKILL).unwrap();
-    assert_eq!(exit_of(&mut sup).signal(), Some(9));
+    assert_eq!(sup.wait(LONG).signal(), Some(9));
     wait_until(LONG, "the command to die with its supervisor", || {
         !alive(app)
     });
@@ -502,19 +409,19 @@ fn command_dies_with_a_killed_supervisor() {
 
 #[test]
 fn refused_report_is_final() {
-    let heart = Heart::new(403);
+    let heart = Recorder::start(403);
     let inst = Instance::sh("refused", "exit 5", heart.port);
     let mut sup = inst.start();
     assert_eq!(heart.next(LONG).url, "/instance/exit/refused/key-123/5");
-    assert_eq!(exit_of(&mut sup).code(), Some(4));
-    assert!(heart.hits.try_recv().is_err(), "a 4xx must not be retried");
+    assert_eq!(sup.wait(LONG).code(), Some(4));
+    assert!(heart.try_next().is_none(), "a 4xx must not be retried");
     assert!(!inst.exited().exists());
     assert!(inst.log().contains("HTTP 403"));
 }
 
 #[test]
 fn report_url_replaces_the_port() {
-    let heart = Heart::new(204);
+    let heart = Recorder::start(204);
     let mut inst = Instance::sh("by-url", "exit 9", dead_port());
     inst.set(
         "report_url",
@@ -523,7 +430,7 @@ fn report_url_replaces_the_port() {
     let mut sup = inst.start();
     let hit = heart.next(LONG);
     assert_eq!(hit.url, "/instance/exit/by-url/key-123/9");
-    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    assert_eq!(sup.wait(LONG).code(), Some(0));
 }
 
 #[test]
@@ -531,7 +438,7 @@ fn undelivered_report_is_recorded_in_the_exited_file() {
     let mut inst = Instance::sh("no-heart", "exit 42", dead_port());
     inst.set("report_deadline", json!(0.3));
     let mut sup = inst.start();
-    assert_eq!(exit_of(&mut sup).code(), Some(0), "{}", inst.log());
+    assert_eq!(sup.wait(LONG).code(), Some(0), "{}", inst.log());
     assert_eq!(fs::read_to_string(inst.exited()).unwrap(), "42\n");
     let names: Vec<String> = fs::read_dir(inst.dir.join("run"))
         .unwrap()
@@ -565,20 +472,16 @@ fn sigterm_at_random_moments_never_hangs_or_leaks() {
         .as_nanos() as u64;
     eprintln!("sigterm_at_random_moments: LCG seed {seed}");
     let mut rng = Lcg(seed);
-    let heart = Heart::new(200);
+    let heart = Recorder::start(200);
     let reports = Arc::new(Mutex::new(BTreeMap::new()));
     for round in 0..50 {
         let delay = Duration::from_micros(rng.next() % 3000);
-        let inst = Instance::sh(
-            &format!("race-{round}"),
-            "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-            heart.port,
-        );
+        let inst = Instance::sh(&format!("race-{round}"), SLEEPER, heart.port);
         let mut sup = inst.start();
         // A deliberate, random delay: the point is to hit every moment.
         thread::sleep(delay);
         sigterm(sup.pid());
-        let status = exit_of(&mut sup);
+        let status = sup.wait(LONG);
         if let Some(signal) = status.signal() {
             // Killed before the handler was installed: then nothing ran.
             assert_eq!(signal, 15, "round {round}, delay {delay:?}");
@@ -604,12 +507,8 @@ fn sigterm_at_random_moments_never_hangs_or_leaks() {
 
 #[test]
 fn command_starts_clean() {
-    let heart = Heart::new(200);
-    let inst = Instance::sh(
-        "clean",
-        "echo $$ > \"$DIR/app.pid\"; exec sleep 60",
-        heart.port,
-    );
+    let heart = Recorder::start(200);
+    let inst = Instance::sh("clean", SLEEPER, heart.port);
     let path = inst.write_control();
     // The caller leaks descriptor 7 into the supervisor on purpose.
     let mut sup = ChildGuard(
@@ -621,11 +520,7 @@ fn command_starts_clean() {
             .spawn()
             .unwrap(),
     );
-    let app = inst.pid_in("app.pid");
-    let _guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (app, _guard) = inst.app();
     wait_until(LONG, "the command to be sleep", || {
         fs::read(format!("/proc/{app}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
     });
@@ -667,16 +562,13 @@ fn command_starts_clean() {
     assert!(!env.contains("CARGO"), "nothing inherited: {env}");
     sigterm(sup.pid());
     assert_eq!(heart.next(LONG).url, "/instance/exit/clean/key-123/0");
-    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    assert_eq!(sup.wait(LONG).code(), Some(0));
 }
 
 #[test]
+#[ignore = "needs root"]
 fn runs_as_the_given_user() {
-    if !nix::unistd::getuid().is_root() {
-        eprintln!("runs_as_the_given_user: skipped, needs root");
-        return;
-    }
-    let heart = Heart::new(200);
+    let heart = Recorder::start(200);
     let mut inst = Instance::sh("as-user", "echo $$ > app.pid; exec sleep 60", heart.port);
     inst.set("user", json!("nobody"));
     // The command writes app.pid into its cwd, as nobody.
@@ -686,11 +578,7 @@ fn runs_as_the_given_user() {
     )
     .unwrap();
     let mut sup = inst.start();
-    let app = inst.pid_in("app.pid");
-    let _guard = KillOnDrop {
-        pid: app,
-        group: true,
-    };
+    let (app, _guard) = inst.app();
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let name = std::ffi::CString::new("nobody").unwrap();
     let mut groups: Vec<u32> = nix::unistd::getgrouplist(&name, nobody.gid)
@@ -716,7 +604,7 @@ fn runs_as_the_given_user() {
     assert_eq!(field("Groups:"), groups, "{status}");
     sigterm(sup.pid());
     assert_eq!(heart.next(LONG).url, "/instance/exit/as-user/key-123/0");
-    assert_eq!(exit_of(&mut sup).code(), Some(0));
+    assert_eq!(sup.wait(LONG).code(), Some(0));
 
     let mut bad = Instance::sh("bad-user", "exit 0", heart.port);
     bad.set("user", json!("no-such-user-pm"));
@@ -780,4 +668,47 @@ fn help_names_every_option() {
     for option in ["--detach", "--help", "--version"] {
         assert!(text.contains(option), "{option} missing: {text}");
     }
+}
+
+/// Pids whose command line is exactly `args`.
+fn pids_running(args: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+#[test]
+fn a_supervisor_that_cannot_record_itself_ends_its_command_and_fails() {
+    let heart = Recorder::start(200);
+    let marker = format!("3599.{}", std::process::id());
+    let inst = Instance::sh("nopid", &format!("exec sleep {marker}"), heart.port);
+    // The pidfile's temporary file cannot be created: a full disk, an I/O
+    // error, simulated.
+    fs::create_dir_all(inst.dir.join("run/sup.pid.new")).unwrap();
+    let path = inst.write_control();
+    let out = Command::new(SUPERVISOR)
+        .arg("--detach")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let leaked = pids_running(&["sleep", &marker]);
+    for pid in &leaked {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    assert_eq!(out.status.code(), Some(111), "{out:?}");
+    assert!(
+        leaked.is_empty(),
+        "the command was left running: {leaked:?}"
+    );
+    assert!(!inst.pidfile().exists());
+    wait_until(LONG, "the log line", || {
+        inst.log().contains("Unable to record the supervisor")
+    });
 }

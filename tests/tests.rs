@@ -2,8 +2,12 @@
 
 mod apache;
 mod client;
+mod fixture;
 mod heart;
+mod http;
 mod observe;
+mod plugins;
+mod recovery;
 mod runtime;
 mod supervisor;
 mod util;

@@ -146,7 +146,9 @@ fn exit_code(err: &Error) -> Tool {
         Error::Json { .. } | Error::Invalid(_) | Error::Api { .. } | Error::Refused(_) => {
             Tool::Failure
         }
-        Error::Io { .. } | Error::Sys { .. } | Error::Http(_) => Tool::Temporary,
+        Error::Io { .. } | Error::Sys { .. } | Error::Http(_) | Error::TimedOut(_) => {
+            Tool::Temporary
+        }
     }
 }
 

@@ -19,7 +19,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::{access, AccessFlags};
@@ -211,7 +211,6 @@ impl External {
     /// The plugin cannot be run, or it did not exit within the time limit
     /// (its process group is then killed).
     fn run(&self, mode: &str, input: Vec<u8>) -> Result<Output> {
-        let started = Instant::now();
         bounded::output(
             Command::new(&self.path).arg(mode),
             Some(input),
@@ -220,10 +219,10 @@ impl External {
             &format!("runtime plugin {} ({})", self.name, self.path.display()),
         )?
         .ok_or_else(|| {
-            Error::invalid(format!(
+            Error::TimedOut(format!(
                 "{} timed out after {:.1} s; its process group was killed",
                 self.context(mode),
-                started.elapsed().as_secs_f64()
+                self.timeout.as_secs_f64()
             ))
         })
     }

@@ -60,6 +60,11 @@ impl Bounded {
         Ok(Bounded { child, group, what })
     }
 
+    /// The child, to take its standard streams.
+    pub(crate) fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
     /// True once the leader has ended (it is not reaped by this).
     pub(crate) fn has_ended(&self) -> bool {
         let Some(group) = self.group else {

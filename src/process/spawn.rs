@@ -13,9 +13,13 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::libc;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::prctl;
 use nix::sys::signal::Signal;
 use nix::unistd::{getgrouplist, ForkResult, Gid, Uid, User};
@@ -389,13 +393,55 @@ pub(crate) fn ignored_signals() -> u64 {
 }
 
 /// Which side of [`detach`] we are on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Detached {
-    /// The original process: it should exit at once.
-    Parent,
+    /// The original process: it waits for the copy's word, then exits.
+    Parent(Waiter),
     /// The detached copy, in a session of its own with standard input,
-    /// output and error on `/dev/null`: it goes on.
-    Child,
+    /// output and error on `/dev/null`: it goes on, and tells the parent
+    /// how its start went.
+    Child(Notifier),
+}
+
+/// The parent's end of the word from the detached copy.
+#[derive(Debug)]
+pub(crate) struct Waiter(OwnedFd);
+
+/// The detached copy's end: one byte, then closed.
+#[derive(Debug)]
+pub(crate) struct Notifier(OwnedFd);
+
+impl Waiter {
+    /// Waits at most `timeout` for the detached copy's word: `Some(0)`
+    /// when it started (or recorded why it could not), `Some(n)` for the
+    /// exit status it asks the parent to exit with, `None` when it died or
+    /// said nothing in time.
+    pub(crate) fn wait(self, timeout: Duration) -> Option<u8> {
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
+                Err(Errno::EINTR) => continue,
+                Ok(0) | Err(_) => return None,
+                Ok(_) => break,
+            }
+        }
+        let mut byte = [0u8; 1];
+        match nix::unistd::read(&self.0, &mut byte) {
+            Ok(1) => Some(byte[0]),
+            _ => None,
+        }
+    }
+}
+
+impl Notifier {
+    /// Tells the parent to exit with `code` (0: started).
+    pub(crate) fn tell(self, code: u8) {
+        let _ = nix::unistd::write(&self.0, &[code]);
+    }
 }
 
 /// The number of threads of this process, from `/proc/self/status`.
@@ -411,10 +457,12 @@ fn thread_count() -> Option<usize> {
 
 /// Forks; the child starts a new session and points its standard input,
 /// output and error at `/dev/null` (so a caller that reads our stderr to
-/// its end is not held by the child), and the parent is expected to exit
-/// at once, so that init (or the nearest subreaper) adopts the child and
-/// the caller never has to reap it. Unlike a re-exec, this keeps the
-/// command line (and saves an exec on every launch).
+/// its end is not held by the child). The parent waits for the child's
+/// word through a close-on-exec pipe ([`Waiter`], [`Notifier`]), then
+/// exits, so that init (or the nearest subreaper) adopts the child, the
+/// caller never has to reap it, and the parent's exit status says whether
+/// the child got its command running and recorded. Unlike a re-exec, this
+/// keeps the command line (and saves an exec on every launch).
 ///
 /// # Errors
 ///
@@ -430,18 +478,24 @@ pub(crate) fn detach() -> Result<Detached> {
         .write(true)
         .open("/dev/null")
         .map_err(|e| Error::io("open", "/dev/null", e))?;
+    let (read, write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| Error::sys("create a pipe", errno))?;
     // SAFETY: the process has exactly one thread (checked above, and
     // nothing between the check and the fork starts one), so the child is
     // a complete copy and may run any code, allocation included.
     match unsafe { nix::unistd::fork() } {
-        Ok(ForkResult::Parent { .. }) => Ok(Detached::Parent),
+        Ok(ForkResult::Parent { .. }) => {
+            drop(write);
+            Ok(Detached::Parent(Waiter(read)))
+        }
         Ok(ForkResult::Child) => {
             let redirect = nix::unistd::dup2_stdin(&null)
                 .and_then(|()| nix::unistd::dup2_stdout(&null))
                 .and_then(|()| nix::unistd::dup2_stderr(&null));
             redirect.map_err(|errno| Error::sys("redirect to /dev/null", errno))?;
             nix::unistd::setsid().map_err(|errno| Error::sys("start a new session", errno))?;
-            Ok(Detached::Child)
+            drop(read);
+            Ok(Detached::Child(Notifier(write)))
         }
         Err(errno) => Err(Error::sys("fork", errno)),
     }

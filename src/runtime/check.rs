@@ -192,7 +192,11 @@ fn check_plugin(
             versions.last().cloned().unwrap_or_default()
         }
         Err(err) => {
+            let hung = matches!(err, Error::TimedOut(_));
             report.problem("versions", err);
+            if hung {
+                return skip_after_hang("versions", &external::MODES[1..], report);
+            }
             "1".to_string()
         }
     };
@@ -215,7 +219,11 @@ fn check_plugin(
             report.ok("environment", format!("{changed} variables changed"));
         }
         Err(err) => {
+            let hung = matches!(err, Error::TimedOut(_));
             report.problem("environment", err);
+            if hung {
+                return skip_after_hang("environment", &["start", "status", "stop"], report);
+            }
             env = base;
         }
     }
@@ -261,7 +269,13 @@ fn check_plugin(
                 _ => report.ok("start", format!("started by the plugin: {message}")),
             }
         }
-        Err(err) => report.problem("start", err),
+        Err(err) => {
+            let hung = matches!(err, Error::TimedOut(_));
+            report.problem("start", err);
+            if hung {
+                return skip_after_hang("start", &["status", "stop"], report);
+            }
+        }
     }
     for mode in ["status", "stop"] {
         let result = if mode == "status" {
@@ -270,11 +284,25 @@ fn check_plugin(
             plugin.stop(&ctx, &instance)
         };
         match result {
+            Err(err) if matches!(err, Error::TimedOut(_)) && mode == "status" => {
+                report.problem(mode, err);
+                return skip_after_hang(mode, &["stop"], report);
+            }
             Ok(message) => report.ok(mode, message),
             Err(err) => report.problem(mode, err),
         }
     }
     drop(running);
+    Ok(())
+}
+
+/// After the plugin hung in `mode`, the modes that need it to answer are
+/// not tried: a check of a plugin that hangs everywhere takes one time
+/// limit, not one per mode.
+fn skip_after_hang(mode: &str, rest: &[&str], report: &mut Report) -> Result<()> {
+    for later in rest {
+        report.skip(later, &format!("the plugin hung in {mode}"));
+    }
     Ok(())
 }
 

@@ -47,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::exit::Supervisor as Code;
 use crate::fsutil;
 use crate::process::forward::{self, Others, Slot};
-use crate::process::{self, Confinement, Credentials, Detached};
+use crate::process::{self, Confinement, Credentials, Detached, Notifier};
 use crate::protocol::{self, exited, ControlFile};
 use crate::shellwords;
 use crate::signal::{self, SignalPipe};
@@ -301,6 +301,7 @@ pub fn main() -> ExitCode {
             return fatal.code.into();
         }
     };
+    let mut notifier_slot = None;
     if args.detach {
         // The log is checked here too, while someone can still hear the
         // complaint: after detaching, stderr is /dev/null.
@@ -309,15 +310,23 @@ pub fn main() -> ExitCode {
             return Code::System.into();
         }
         match process::detach() {
-            Ok(Detached::Parent) => return Code::Success.into(),
-            Ok(Detached::Child) => {}
+            Ok(Detached::Parent(waiter)) => {
+                // The copy's word: the command runs and is recorded (0),
+                // or why not. Silence means it died: a system failure.
+                return ExitCode::from(
+                    waiter
+                        .wait(DETACH_WAIT)
+                        .unwrap_or_else(|| Code::System.into()),
+                );
+            }
+            Ok(Detached::Child(notifier)) => notifier_slot = Some(notifier),
             Err(err) => {
                 cli::fatal(PROG, err);
                 return Code::System.into();
             }
         }
     }
-    match run(config, pipe) {
+    match run(config, pipe, notifier_slot) {
         Ok(code) => code.into(),
         Err(err) => {
             cli::fatal(PROG, err);
@@ -326,13 +335,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// How long `pm-supervisor --detach` waits for its detached copy to say
+/// that the command runs (the spawn has returned by then, so this only
+/// bounds a wedged file system).
+const DETACH_WAIT: Duration = Duration::from_secs(30);
+
 /// Runs the command of `config` to its end and reports it.
 ///
 /// # Errors
 ///
 /// The log cannot be opened. Everything after that is logged and worked
 /// around: once the command runs, the supervisor does not bail out.
-pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
+pub(crate) fn run(config: Config, pipe: SignalPipe, detached: Option<Notifier>) -> Result<Code> {
+    let tell = |code: Code| {
+        if let Some(notifier) = detached {
+            notifier.tell(code.into());
+        }
+    };
     let log = Arc::new(Log::open(&config.log_file)?);
     if let Err(err) = process::become_subreaper() {
         log.warn(format_args!("{err}; daemonizing descendants may escape"));
@@ -349,16 +368,27 @@ pub(crate) fn run(config: Config, pipe: SignalPipe) -> Result<Code> {
             };
             log.error(format_args!("Failed to start up: {reason}"));
             write_state_file(&config.startflag, b"", &log);
+            tell(Code::Success);
             code
         }
         Ok(pid) => {
-            write_state_file(
-                &config.pidfile,
-                format!("{}\n", std::process::id()).as_bytes(),
-                &log,
-            );
+            let pidfile = format!("{}\n", std::process::id());
+            if let Err(err) = fsutil::write_atomic(&config.pidfile, pidfile.as_bytes(), 0o644) {
+                // Nobody could find or stop a supervisor that is not
+                // recorded: its command must not run.
+                log.error(format_args!(
+                    "Unable to record the supervisor: {err}; ending the command"
+                ));
+                let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = process::reap::reap(pid);
+                end_descendants(Duration::ZERO, &log);
+                write_state_file(&config.startflag, b"", &log);
+                tell(Code::System);
+                return Ok(Code::System);
+            }
             // The command's pid, for the heart's `app_pid`.
             write_state_file(&config.startflag, format!("{pid}\n").as_bytes(), &log);
+            tell(Code::Success);
             let slot = Arc::new(Slot::new(pid));
             let stop_requested = Arc::new(AtomicBool::new(false));
             if let Err(err) =

@@ -44,12 +44,20 @@ impl Node {
                     }
                     continue;
                 }
-                if self.is_supervised(rec) {
+                if let Some(identity) = self.supervisor_of(rec) {
                     let message = if rec.state == State::Starting {
                         "running (its start was interrupted by a heart restart)".into()
                     } else {
                         rec.message.clone()
                     };
+                    if rec.supervisor != Some(identity) {
+                        // Launched, but the heart died before it recorded
+                        // the supervisor: adopt it.
+                        self.update_any(id, |r| {
+                            r.supervisor = Some(identity);
+                            Ok(())
+                        })?;
+                    }
                     outcome.push((id.clone(), State::Running, message));
                     continue;
                 }

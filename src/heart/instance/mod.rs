@@ -441,10 +441,25 @@ impl Node {
         }
     }
 
+    /// The live supervisor of `rec`'s current launch: the one its record
+    /// names, or, when the heart died between the launch and recording it,
+    /// the one its pidfile names. Either way its identity must prove it
+    /// supervises this instance's control file.
+    fn supervisor_of(&self, rec: &Record) -> Option<Identity> {
+        let control = self.layout.control(&rec.instance_id);
+        let recorded = rec
+            .supervisor
+            .filter(|s| supervise::is_supervising(s, &control));
+        recorded.or_else(|| {
+            let text = std::fs::read_to_string(self.layout.pidfile(&rec.instance_id)).ok()?;
+            Identity::of(text.trim().parse().ok()?)
+                .filter(|s| supervise::is_supervising(s, &control))
+        })
+    }
+
     /// True when `rec`'s supervisor is alive and still supervises it.
     fn is_supervised(&self, rec: &Record) -> bool {
-        rec.supervisor
-            .is_some_and(|s| supervise::is_supervising(&s, &self.layout.control(&rec.instance_id)))
+        self.supervisor_of(rec).is_some()
     }
 
     /// Ends the supervisor `identity` (only if it still supervises

@@ -7,12 +7,13 @@
 //! middle leaves no trace in the catalog (the stale copy is removed by the
 //! next register of that id).
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::{lock, Node};
+use crate::archive;
 use crate::error::{Error, Refusal, Result};
 use crate::fsutil;
 use crate::heart::ports;
@@ -29,19 +30,16 @@ const COPY_TIMEOUT: Duration = Duration::from_secs(600);
 enum SourceKind {
     /// A directory: `cp -a SRC/. DEST`.
     Dir,
-    /// A `.tar.gz` or `.tgz` file: `tar -xzf SRC -C DEST`.
+    /// A `.tar.gz` or `.tgz` file: unpacked by `archive::unpack`, which
+    /// writes nothing outside `DEST` whatever the archive holds.
     TarGz,
 }
 
-impl SourceKind {
-    /// The program that copies this kind.
-    fn program(self) -> &'static str {
-        match self {
-            SourceKind::Dir => "cp",
-            SourceKind::TarGz => "tar",
-        }
-    }
-}
+/// The most an archive may unpack to.
+const UNPACK_LIMITS: archive::Limits = archive::Limits {
+    max_bytes: 8 << 30,
+    max_members: 1_000_000,
+};
 
 impl Node {
     /// Registers an instance from the body of `POST /instances`.
@@ -195,26 +193,26 @@ fn copy_source(source: &Path, kind: SourceKind, dest: &Path) -> Result<()> {
     if dest.exists() {
         fs::remove_dir_all(dest).map_err(|e| Error::io("remove stale", dest, e))?;
     }
-    fsutil::create_dir_all(dest, 0o755)?;
-    let what = kind.program();
-    let mut cmd = Command::new(what);
-    match kind {
-        SourceKind::Dir => cmd.arg("-a").arg(source.join(".")).arg(dest),
-        SourceKind::TarGz => cmd.arg("-xzf").arg(source).arg("-C").arg(dest),
-    };
-    let errors = dest.with_extension("copy-errors");
-    let err_file = File::create(&errors).map_err(|e| Error::io("create", &errors, e))?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err_file);
-    let outcome = process::bounded::run(&mut cmd, COPY_TIMEOUT, what);
-    let stderr = fs::read_to_string(&errors).unwrap_or_default();
-    let _ = fs::remove_file(&errors);
-    let failure = match outcome {
-        Ok(Some(0)) => return Ok(()),
-        Ok(Some(code)) => format!("{what} exited with code {code}: {}", stderr.trim()),
-        Ok(None) => format!("{what} took longer than {} s", COPY_TIMEOUT.as_secs()),
-        Err(e) => e.to_string(),
+    let failure = match kind {
+        SourceKind::TarGz => match archive::unpack(source, dest, UNPACK_LIMITS) {
+            Ok(_) => return Ok(()),
+            Err(e) => Error::from(e).to_string(),
+        },
+        SourceKind::Dir => {
+            fsutil::create_dir_all(dest, 0o755)?;
+            let mut cmd = Command::new("cp");
+            cmd.arg("-a").arg(source.join(".")).arg(dest);
+            match process::bounded::output(&mut cmd, None, COPY_TIMEOUT, (0, 4096), "cp") {
+                Ok(Some(out)) if out.status.success() => return Ok(()),
+                Ok(Some(out)) => format!(
+                    "cp exited with code {}: {}",
+                    process::code_of_status(out.status),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                Ok(None) => format!("cp took longer than {} s", COPY_TIMEOUT.as_secs()),
+                Err(e) => e.to_string(),
+            }
+        }
     };
     let _ = fs::remove_dir_all(dest);
     Err(Error::refused(

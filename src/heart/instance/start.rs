@@ -177,15 +177,17 @@ impl Node {
         let rt = self.registry.get(&rec.runtime.name)?;
         let in_runtime = |e: Error| StartFailure::new(format!("runtime {}: {e}", rec.runtime.name));
 
+        // SPEC §4, in this order, each layer over the one before: the
+        // node's base, the instance's own, the port and the id the heart
+        // assigned (an instance variable never overrides them), then the
+        // runtime's.
         let mut env = base_environment();
         env.extend(rec.environment.clone());
         if let Some(port) = rec.port {
-            env.entry("PM_PORT".into())
-                .or_insert_with(|| port.to_string());
-            env.entry("PORT".into()).or_insert_with(|| port.to_string());
+            env.insert("PM_PORT".into(), port.to_string());
+            env.insert("PORT".into(), port.to_string());
         }
-        env.entry("PM_INSTANCE_ID".into())
-            .or_insert_with(|| id.to_string());
+        env.insert("PM_INSTANCE_ID".into(), id.to_string());
         rt.environment(&rec.runtime.version, &mut env, &rec.runtime.parameters)
             .map_err(in_runtime)?;
 

@@ -30,12 +30,14 @@ impl Node {
         let op = self.op_lock(id);
         let _guard = lock(&op);
         let rec = self.update(id, |rec| {
-            if matches!(rec.state, State::Registered | State::Stopped) {
+            let restart_pending = rec.backoff.next_restart.is_some();
+            if matches!(rec.state, State::Registered | State::Stopped) && !restart_pending {
                 return Err(Error::refused(
                     Refusal::Conflict,
                     format!("cannot stop {id}: it is {}", rec.state.as_str()),
                 ));
             }
+            // A stop while a restart waits for its backoff cancels it.
             rec.stop_requested = true;
             rec.backoff.next_restart = None;
             Ok(rec.clone())
@@ -45,7 +47,7 @@ impl Node {
             if let Err(e) = self.managed_stop(&rec) {
                 failure = Some(e.to_string());
             }
-        } else if let Some(identity) = rec.supervisor {
+        } else if let Some(identity) = self.supervisor_of(&rec) {
             let stop_timeout = rec
                 .stop_timeout
                 .unwrap_or(protocol::DEFAULT_STOP_TIMEOUT)
@@ -111,7 +113,7 @@ impl Node {
                 ));
             }
         }
-        if let Some(identity) = rec.supervisor {
+        if let Some(identity) = self.supervisor_of(&rec) {
             // ERROR or SUSPENDED with a supervisor that somehow lives on.
             self.terminate(&identity, &self.layout.control(id), DEREGISTER_STOP_TIMEOUT);
         }

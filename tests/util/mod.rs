@@ -1,17 +1,30 @@
-//! Shared test helpers: binary paths, scratch directories, bounded waits,
-//! and guards that end every process a test started, even when it fails.
+//! Shared test helpers, for the integration tests and the benchmarks
+//! (which include this module with `#[path]`): binary paths, scratch
+//! directories and bounded waits here; the heart fixture, the HTTP client,
+//! the port blocks, the recording HTTP server and the process guards in
+//! the submodules.
 
 #![allow(dead_code)]
 
+pub mod heart;
+pub mod http;
+pub mod ports;
+pub mod process;
+pub mod recorder;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
+// The names most tests use; a benchmark that includes this module uses
+// fewer of them.
+#[allow(unused_imports)]
+pub use heart::TestHeart;
+#[allow(unused_imports)]
+pub use process::{alive, is_supervisor, ChildGuard, KillOnDrop};
 
 pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_pm-supervisor");
 pub const HEART: &str = env!("CARGO_BIN_EXE_pm-heart");
@@ -45,9 +58,26 @@ pub struct Dir {
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl Dir {
+    /// A new, empty directory below the system's temporary directory.
     pub fn new(name: &str) -> Dir {
+        Dir::below(&std::env::temp_dir(), name)
+    }
+
+    /// A new, empty directory on tmpfs (`/dev/shm`) when there is one,
+    /// else like [`Dir::new`]: for benchmarks, so that the disk is not
+    /// measured.
+    pub fn on_tmpfs(name: &str) -> Dir {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            Dir::below(shm, name)
+        } else {
+            Dir::new(name)
+        }
+    }
+
+    fn below(root: &Path, name: &str) -> Dir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!(
+        let path = root.join(format!(
             "pm-test-{}-{}-{n}",
             std::process::id(),
             name.replace("::", "-")
@@ -76,6 +106,13 @@ impl Dir {
         use std::os::unix::fs::PermissionsExt;
         let path = self.write(rel, body);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Creates the directory `rel` (and its parents) and returns its path.
+    pub fn mkdir(&self, rel: impl AsRef<Path>) -> PathBuf {
+        let path = self.join(rel);
+        fs::create_dir_all(&path).unwrap();
         path
     }
 }
@@ -115,73 +152,23 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     out.unwrap()
 }
 
-/// True while `pid` exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
-}
-
-/// True while `pid` is a live `pm-supervisor`.
-pub fn is_supervisor(pid: i32) -> bool {
-    alive(pid)
-        && fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("pm-supervisor"))
-}
-
-/// The live `pm-supervisor`s whose pidfiles are in `DATA/supervisor/`:
-/// what a test's cleanup must end, by pid, whatever state it failed in.
-pub fn supervisor_pids(data: &Path) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir(data.join("supervisor")) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|entry| entry.path().extension().is_some_and(|e| e == "pid"))
-        .filter_map(|entry| fs::read_to_string(entry.path()).ok()?.trim().parse().ok())
-        .filter(|&pid| is_supervisor(pid))
-        .collect()
-}
-
-/// Ends a pid (and, if `group`, its process group) with SIGKILL on drop.
-pub struct KillOnDrop {
-    pub pid: i32,
-    pub group: bool,
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if self.group {
-            let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
-        }
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-    }
-}
-
-/// A child that is killed and reaped on drop.
-pub struct ChildGuard(pub Child);
-
-impl ChildGuard {
-    pub fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Waits for `path` to hold a number (a pid that a script wrote).
+pub fn pid_in(path: &Path, timeout: Duration) -> i32 {
+    wait_for(timeout, &format!("a pid in {}", path.display()), || {
+        fs::read_to_string(path).ok()?.trim().parse().ok()
+    })
 }
 
 /// Runs `cmd` to completion and returns its output.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Checks that the command `what` exited `code`; its stderr.
+pub fn exited_with(out: &Output, code: i32, what: &str) -> String {
+    assert_eq!(out.status.code(), Some(code), "{}", describe(what, out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Describes an output for assertion messages.
