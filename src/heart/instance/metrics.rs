@@ -38,7 +38,8 @@ const STATES: [State; 6] = [
 /// The heart's own counters.
 #[derive(Debug)]
 pub(crate) struct Stats {
-    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
+    /// Requests by route pattern, method and status: bounded label sets.
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
     starts: Histogram,
     exit_reports: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -55,10 +56,16 @@ impl Default for Stats {
 
 impl Stats {
     /// Counts a request to `route` (its pattern, such as
-    /// `/instances/{id}`) answered `status`.
+    /// `/instances/{id}`) answered `status`. Methods outside the usual
+    /// few are counted as `other`, so that no client can grow the label
+    /// set.
     pub(crate) fn request(&self, route: &'static str, method: &str, status: u16) {
+        let method = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+            .into_iter()
+            .find(|m| *m == method)
+            .unwrap_or("other");
         *lock(&self.requests)
-            .entry((route, method.to_string(), status))
+            .entry((route, method, status))
             .or_default() += 1;
     }
 
@@ -239,5 +246,23 @@ impl Node {
             exp.sample("paasmaker_heart_resident_memory_bytes", &[], bytes as f64);
         }
         exp.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_labels_stay_bounded() {
+        let stats = Stats::default();
+        stats.request("/health", "GET", 200);
+        stats.request("/health", "GET", 200);
+        stats.request("other", "FROB1", 405);
+        stats.request("other", "FROB2", 405);
+        let counted = lock(&stats.requests);
+        assert_eq!(counted.get(&("/health", "GET", 200)), Some(&2));
+        assert_eq!(counted.get(&("other", "other", 405)), Some(&2));
+        assert_eq!(counted.len(), 2);
     }
 }
