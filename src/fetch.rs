@@ -12,7 +12,6 @@
 
 // Not called yet outside tests: the heart wires register, `POST /uploads`
 // and `deploy --address` to this (issue 14).
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

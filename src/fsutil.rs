@@ -144,6 +144,28 @@ pub(crate) fn tail(path: &Path, max_bytes: u64, lines: Option<usize>) -> String 
     out
 }
 
+/// A scratch directory for one unit test, removed on drop.
+#[cfg(test)]
+pub(crate) struct Scratch(pub PathBuf);
+
+#[cfg(test)]
+impl Scratch {
+    /// `$TMPDIR/pm-NAME-PID`, empty.
+    pub(crate) fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("pm-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+#[cfg(test)]
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

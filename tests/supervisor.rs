@@ -97,6 +97,17 @@ impl Instance {
         pid_in(&self.dir.join(name), LONG)
     }
 
+    /// Runs `pm-supervisor --detach` on this control file; its output.
+    fn detach(&self) -> std::process::Output {
+        let path = self.write_control();
+        Command::new(SUPERVISOR)
+            .arg("--detach")
+            .arg(&path)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    }
+
     fn write_control(&self) -> PathBuf {
         let path = self.control_path();
         fs::write(&path, serde_json::to_vec(&self.control).unwrap()).unwrap();
@@ -200,14 +211,9 @@ fn runs_logs_ignores_sighup_and_stops_on_sigterm() {
 fn detached_supervisor_is_found_by_its_pidfile_and_stops() {
     let heart = Recorder::start(200);
     let inst = Instance::sh("detached", SLEEPER, heart.port);
-    let path = inst.write_control();
+    let path = inst.control_path();
     let start = Instant::now();
-    let out = Command::new(SUPERVISOR)
-        .arg("--detach")
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let out = inst.detach();
     assert!(out.status.success(), "{out:?}");
     assert!(start.elapsed() < Duration::from_secs(5));
     wait_until(LONG, "the startflag", || inst.startflag().exists());
@@ -691,13 +697,7 @@ fn a_supervisor_that_cannot_record_itself_ends_its_command_and_fails() {
     // The pidfile's temporary file cannot be created: a full disk, an I/O
     // error, simulated.
     fs::create_dir_all(inst.dir.join("run/sup.pid.new")).unwrap();
-    let path = inst.write_control();
-    let out = Command::new(SUPERVISOR)
-        .arg("--detach")
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let out = inst.detach();
     let leaked = pids_running(&["sleep", &marker]);
     for pid in &leaked {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);

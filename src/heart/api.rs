@@ -11,9 +11,10 @@
 //! | `POST /instances/ID/stop` | 200 the instance (`STOPPED`); 404; 409 `REGISTERED` or `STOPPED`; 500 it could not be stopped |
 //! | `DELETE /instances/ID` | 200 the instance (`DEREGISTERED`, then gone); 404; 409 `STARTING` or `RUNNING` |
 //! | `GET /instances/ID/log[?tail=N\|?since=T]` | 200 text/plain (the whole log up to its last MiB, or its last N lines, or its lines since T); 404 |
-//! | `GET /instances/ID/log?follow=1[&tail=N\|&since=T]` | 200 text/plain, streamed (chunked) as lines are written, until the client closes or the instance is deregistered; 404; 409 too many follows |
+//! | `GET /instances/ID/log?follow=1[&tail=N\|&since=T]` | 200 text/plain, streamed (chunked) as lines are written, until the client closes or the instance is deregistered; 404 |
 //! | `GET /events[?tail=N\|?since=T][&follow=1]` | 200 text/plain: the heart's event log, streamed with `follow=1` |
 //! | `GET /metrics` | 200 the Prometheus text format |
+//! | `POST /uploads` | 201 `{"upload": ID, "sha256": ..., "size": N}` (gzip body, streamed to disk, at most `--max-source-size`); 413 too large; 422 not gzip |
 //! | `GET`/`POST /instance/exit/ID/KEY/CODE` | 200 `{"state": ...}` (no token); 403 stale or spent key; 404 unknown instance; 400 bad code |
 //!
 //! Every route but `/health` and the exit report needs `Authorization:
@@ -22,25 +23,18 @@
 //! [`BODY_LIMIT`] 413. Every error body is `{"error": "..."}`; a start
 //! that ends in `ERROR` adds `"instance"`, the instance as it is then.
 //! An instance id in a path that is not `[A-Za-z0-9-]{1,64}` is 400.
-//! Follows (`follow=1`) are served by `api/follow.rs`, each in a thread of
-//! its own.
+//! Follows (`follow=1`) run on the stream pool (`api/follow.rs`).
 
 mod follow;
 
-pub(crate) use self::follow::wait_for_follows;
-
-use std::io::{Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread;
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
-use tiny_http::{Header, Method, Request, Response};
 
 use super::instance::{Node, Origin};
 use crate::error::{Error, Refusal};
+use crate::http::{self, Body, Method, Plan, Pool, Response, Service};
 use crate::protocol::{self, InstanceId, InstanceList, State};
 use crate::secret::secret_eq;
 
@@ -108,19 +102,12 @@ fn status_of(refusal: &Refusal) -> u16 {
 fn status_and_message(rejection: &Rejection) -> (u16, String) {
     match rejection {
         Rejection::Unauthorised => (401, "missing or wrong API token".into()),
-        Rejection::MethodNotAllowed(method) => (405, format!("method {method} not allowed here")),
+        Rejection::MethodNotAllowed(method) => {
+            (405, format!("method {} not allowed here", method.as_str()))
+        }
         Rejection::Node(Error::Refused(refusal)) => (status_of(refusal), refusal.to_string()),
         Rejection::Node(other) => (500, other.to_string()),
     }
-}
-
-pub(super) fn error_response(err: Error) -> Response<std::io::Cursor<Vec<u8>>> {
-    response_of(error_reply(&Rejection::Node(err)))
-}
-
-/// The error answer for a request without the right token.
-pub(super) fn unauthorised_response() -> Response<std::io::Cursor<Vec<u8>>> {
-    response_of(error_reply(&Rejection::Unauthorised))
 }
 
 fn error_reply(rejection: &Rejection) -> Reply {
@@ -142,192 +129,100 @@ fn error_reply(rejection: &Rejection) -> Reply {
     Reply::Json(status, body)
 }
 
-/// tiny_http reads a body up to this size before it hands the request
-/// over; a larger one is read from the socket by whoever handles it.
-const BUFFERED_BODY: usize = 1024;
+/// The heart's API as an HTTP service: [`Service::plan`] checks the token
+/// and picks the pool from the head alone (starts, stops, registers and
+/// deregisters may take seconds: the slow pool; everything else: the
+/// quick one, so reads and health never wait behind them).
+pub(crate) struct Api {
+    node: Arc<Node>,
+}
 
-/// Most requests whose body is read in a thread of its own at once.
-const BODY_THREADS_MAX: usize = 64;
-
-/// Threads reading a request body, and those of them past the read.
-static BODY_THREADS: AtomicUsize = AtomicUsize::new(0);
-static BODY_PROCESSING: AtomicUsize = AtomicUsize::new(0);
-
-/// Handles one request and answers it; errors answering (a client that
-/// hung up) are ignored.
-///
-/// A request whose body is still to be read from the socket is handled in
-/// a thread of its own (up to [`BODY_THREADS_MAX`] at once), so that a
-/// client that stalls in the middle of its body never holds one of the
-/// bounded pool of workers.
-pub(crate) fn handle(node: &Arc<Node>, mut request: Request) {
-    if follow::is_follow(request.method(), request.url()) {
-        follow::handle(node, request);
-        return;
+impl Api {
+    /// The API of `node`.
+    pub(crate) fn new(node: Arc<Node>) -> Api {
+        Api { node }
     }
-    if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
-        let rejection = if needs_token(request.url()) && !authorised(node, &request) {
-            Rejection::Unauthorised
+}
+
+impl Service for Api {
+    fn plan(&self, request: &http::Request) -> Plan {
+        if needs_token(request.path()) && !authorised(&self.node, request) {
+            let (status, reason) = status_and_message(&Rejection::Unauthorised);
+            return Plan::Reject { status, reason };
+        }
+        if (request.method(), request.segments().as_slice()) == (&Method::Post, &["uploads"][..]) {
+            return Plan::Stream {
+                pool: Pool::Slow,
+                limit: self.node.max_source_size(),
+            };
+        }
+        let slow = matches!(
+            (request.method(), request.segments().as_slice()),
+            (Method::Post, ["instances"])
+                | (Method::Post, ["instances", _, "start" | "stop"])
+                | (Method::Delete, ["instances", _])
+        );
+        let pool = if slow {
+            Pool::Slow
+        } else if follow::is_follow(request.method(), &request.segments(), request.query()) {
+            Pool::Stream
         } else {
-            too_large().into()
+            Pool::Quick
         };
-        refuse_oversized(request, &rejection);
-        return;
+        Plan::Buffer {
+            pool,
+            limit: BODY_LIMIT,
+        }
     }
-    let chunked = request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Transfer-Encoding"));
-    let unread = request.body_length().map_or(chunked, |n| n > BUFFERED_BODY);
-    if !unread {
-        let reply = route(node, &mut request, None);
-        let _ = request.respond(response_of(reply));
-        return;
-    }
-    if BODY_THREADS.fetch_add(1, Ordering::SeqCst) >= BODY_THREADS_MAX {
-        BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
-        respond_after_body(node, request);
-        return;
-    }
-    // The request goes to the thread through a channel, so that it stays
-    // here when the thread cannot be started.
-    let (tx, rx) = mpsc::channel::<Request>();
-    let thread_node = Arc::clone(node);
-    let spawned = thread::Builder::new()
-        .name("request-body".into())
-        .spawn(move || {
-            if let Ok(request) = rx.recv() {
-                respond_after_body(&thread_node, request);
+
+    fn handle(&self, request: http::Request, body: Body<'_>) -> Response {
+        let body = match body {
+            Body::Bytes(bytes) => bytes,
+            // Only an upload streams its body.
+            Body::Stream(mut reader) => {
+                let reply = match self.node.upload(&mut reader, request.body_length()) {
+                    Ok(answer) => json_reply(201, &answer),
+                    Err(e) => error_reply(&Rejection::Node(e)),
+                };
+                return response_of(reply);
             }
-            BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
-        });
-    match spawned {
-        Ok(_) => {
-            if let Err(mpsc::SendError(request)) = tx.send(request) {
-                respond_after_body(node, request);
-            }
+        };
+        if follow::is_follow(request.method(), &request.segments(), request.query()) {
+            return follow::respond(&self.node, &request);
         }
-        Err(_) => {
-            BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
-            respond_after_body(node, request);
-        }
+        let reply = route(&self.node, &request, body);
+        response_of(reply)
+    }
+
+    fn refusal(&self, status: u16, reason: &str) -> Response {
+        let body = serde_json::to_vec(&protocol::ApiError {
+            error: reason.to_string(),
+        })
+        .unwrap_or_default();
+        Response::new(status, "application/json", body)
     }
 }
 
-/// Reads the body of `request`, then routes and answers it; counted in
-/// [`BODY_PROCESSING`] once the body is in.
-fn respond_after_body(node: &Node, mut request: Request) {
-    let body = read_body(&mut request);
-    BODY_PROCESSING.fetch_add(1, Ordering::SeqCst);
-    let reply = route(node, &mut request, Some(body));
-    let _ = request.respond(response_of(reply));
-    BODY_PROCESSING.fetch_sub(1, Ordering::SeqCst);
-}
-
-/// Waits, at most `timeout`, for the requests whose body was read in a
-/// thread of their own and which are still being handled (a register
-/// copying its source); those still waiting for their body are dropped.
-pub(crate) fn wait_for_body_requests(timeout: Duration) -> bool {
-    crate::wait::until(timeout, || BODY_PROCESSING.load(Ordering::SeqCst) == 0)
-}
-
-fn response_of(reply: Reply) -> Response<std::io::Cursor<Vec<u8>>> {
-    let (status, body, content_type) = match reply {
-        Reply::Json(status, body) => (status, body, "application/json"),
-        Reply::Text(text) => (200, text.into_bytes(), "text/plain; charset=utf-8"),
-        Reply::Metrics(text) => (200, text.into_bytes(), crate::metrics::CONTENT_TYPE),
-    };
-    let mut response = Response::from_data(body).with_status_code(status);
-    if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
-        response.add_header(header);
-    }
-    response
-}
-
-/// The largest unread body that is drained after a 413.
-const DRAIN_MAX: usize = 64 << 20;
-
-/// Answers 413 to a request whose declared body is over the limit.
-///
-/// tiny_http drains an unread body when the request is dropped, reading it
-/// into a zeroed buffer as large as what is left to read; a buffer larger
-/// than the kernel will map aborts the process. So the body is never left
-/// to that drain unless it is small enough: up to [`DRAIN_MAX`] the answer
-/// and the drain run in a short-lived thread (the worker goes on at once);
-/// beyond it the request is turned into a raw stream that is never dropped
-/// (its connection stays open until the heart exits) rather than risk the
-/// abort. That answer has the status (413, or 401 without the token) and
-/// the JSON error but, as a tiny_http upgrade, no `Content-Length`.
-fn refuse_oversized(request: Request, rejection: &Rejection) {
-    let declared = request.body_length().unwrap_or(0);
-    if declared <= DRAIN_MAX {
-        let reply = error_reply(rejection);
-        let spawned = std::thread::Builder::new()
-            .name("drain".into())
-            .spawn(move || {
-                let _ = request.respond(response_of(reply));
-            });
-        if let Err(e) = spawned {
-            crate::cli::warn(super::PROG, format!("unable to start a drain thread: {e}"));
-        }
-    } else {
-        // The status line and headers go out with the upgrade; the body
-        // (whose length the client cannot know) follows on the raw stream.
-        let (status, message) = status_and_message(rejection);
-        let body = serde_json::to_vec(&protocol::ApiError { error: message }).unwrap_or_default();
-        let head = Response::empty(status);
-        let mut stream = request.upgrade("close", head);
-        let _ = stream.write_all(&body).and_then(|()| stream.flush());
-        std::mem::forget(stream);
+fn response_of(reply: Reply) -> Response {
+    match reply {
+        Reply::Json(status, body) => Response::new(status, "application/json", body),
+        Reply::Text(text) => Response::new(200, "text/plain; charset=utf-8", text.into_bytes()),
+        Reply::Metrics(text) => Response::new(200, crate::metrics::CONTENT_TYPE, text.into_bytes()),
     }
 }
 
 /// True for every path but `/health` and the exit reports.
-pub(super) fn needs_token(url: &str) -> bool {
-    let path = url.split_once('?').map_or(url, |(path, _)| path);
+fn needs_token(path: &str) -> bool {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     !matches!(segments.as_slice(), ["health"] | ["instance", "exit", ..])
 }
 
 /// True when the request carries `Authorization: Bearer TOKEN`.
-pub(super) fn authorised(node: &Node, request: &Request) -> bool {
+fn authorised(node: &Node, request: &http::Request) -> bool {
     request
-        .headers()
-        .iter()
-        .filter(|h| h.field.equiv("Authorization"))
-        .any(|h| {
-            h.value
-                .as_str()
-                .strip_prefix("Bearer ")
-                .is_some_and(|t| secret_eq(t.trim().as_bytes(), node.token().as_bytes()))
-        })
-}
-
-/// Reads the body, at most [`BODY_LIMIT`] bytes (a declared length over
-/// the limit never gets here: see [`refuse_oversized`]).
-fn read_body(request: &mut Request) -> Result<Vec<u8>, Error> {
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(BODY_LIMIT as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| {
-            Error::refused(
-                Refusal::BadRequest,
-                format!("unable to read the request body: {e}"),
-            )
-        })?;
-    if body.len() > BODY_LIMIT {
-        return Err(too_large());
-    }
-    Ok(body)
-}
-
-fn too_large() -> Error {
-    Error::refused(
-        Refusal::TooLarge,
-        format!("request body larger than {BODY_LIMIT} bytes"),
-    )
+        .header("Authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|t| secret_eq(t.trim().as_bytes(), node.token().as_bytes()))
 }
 
 pub(super) fn parse_id(id: &str) -> Result<InstanceId, Error> {
@@ -382,18 +277,16 @@ fn state_param(query: &str) -> Result<Option<State>, Error> {
     Ok(None)
 }
 
-/// Routes a request; `body` is its body when already read.
-fn route(node: &Node, request: &mut Request, body: Option<Result<Vec<u8>, Error>>) -> Reply {
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let method = request.method().clone();
-    if needs_token(path) && !authorised(node, request) {
-        return error_reply(&Rejection::Unauthorised);
-    }
-    let result = dispatch(node, request, body, &method, &segments, query);
+/// Routes a request (its token was checked by the plan).
+fn route(node: &Node, request: &http::Request, body: Vec<u8>) -> Reply {
+    let segments = request.segments();
+    let result = dispatch(node, body, request.method(), &segments, request.query());
     let reply = result.unwrap_or_else(|rejection| error_reply(&rejection));
-    node.count_request(route_pattern(&segments), method.as_str(), reply.status());
+    node.count_request(
+        route_pattern(&segments),
+        request.method().as_str(),
+        reply.status(),
+    );
     reply
 }
 
@@ -406,6 +299,7 @@ pub(super) fn route_pattern(segments: &[&str]) -> &'static str {
         ["runtimes"] => "/runtimes",
         ["metrics"] => "/metrics",
         ["events"] => "/events",
+        ["uploads"] => "/uploads",
         ["instances"] => "/instances",
         ["instances", _] => "/instances/{id}",
         ["instances", _, "start"] => "/instances/{id}/start",
@@ -418,8 +312,7 @@ pub(super) fn route_pattern(segments: &[&str]) -> &'static str {
 
 fn dispatch(
     node: &Node,
-    request: &mut Request,
-    body: Option<Result<Vec<u8>, Error>>,
+    body: Vec<u8>,
     method: &Method,
     segments: &[&str],
     query: &str,
@@ -439,13 +332,7 @@ fn dispatch(
                 instances: node.list(state_param(query)?),
             },
         )),
-        (Post, ["instances"]) => {
-            let body = match body {
-                Some(body) => body?,
-                None => read_body(request)?,
-            };
-            Ok(json_reply(201, &node.register(&body)?))
-        }
+        (Post, ["instances"]) => Ok(json_reply(201, &node.register(&body)?)),
         (Get, ["instances", id]) => {
             let id = &parse_id(id)?;
             Ok(json_reply(200, &node.show(id)?))
@@ -495,7 +382,8 @@ fn dispatch(
             | ["instances"]
             | ["instances", _]
             | ["instances", _, "start" | "stop" | "log"]
-            | ["instance", "exit", _, _, _],
+            | ["instance", "exit", _, _, _]
+            | ["uploads"],
         ) => Err(Rejection::MethodNotAllowed(method.clone())),
         _ => Err(Error::refused(Refusal::NotFound, "no such route").into()),
     }

@@ -16,6 +16,7 @@
 //! | `--node-name NAME` | `node_name` | the host name |
 //! | `--plugin-dir DIR` (repeatable) | `plugin_dir` (string or list) | `PM_RUNTIME_PATH`, then the built-in list |
 //! | `--supervisor PATH` | `supervisor` | `$PM_SUPERVISOR`, else beside `pm-heart`, else `PATH` |
+//! | `--max-source-size BYTES` | `max_source_size` | `1G` |
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 
 use super::layout::DEFAULT_DATA_DIR;
 use crate::error::{Error, Result};
+use crate::protocol::Bytes;
 
 /// The usage text of `pm-heart serve`, identical to the man page SYNOPSIS.
 pub(crate) const USAGE: &str = "\
@@ -33,6 +35,7 @@ usage: pm-heart serve [--config FILE] [--listen ADDR] [--data-dir DIR]
                       [--ports LOW-HIGH] [--pacemaker URL] [--stop-on-exit]
                       [--check-interval SECS] [--node-name NAME]
                       [--plugin-dir DIR]... [--supervisor PATH]
+                      [--max-source-size BYTES]
        pm-heart serve --help | --version
 
 Runs the node agent: an HTTP API on ADDR (default 127.0.0.1:42500) that
@@ -48,6 +51,9 @@ pub(crate) const DEFAULT_PORTS: PortRange = PortRange {
     low: 42600,
     high: 42699,
 };
+/// Default largest source archive a register downloads or an upload
+/// takes: 1 GiB.
+pub(crate) const DEFAULT_MAX_SOURCE_SIZE: u64 = 1 << 30;
 /// Default seconds between two periodic checks.
 pub(crate) const DEFAULT_CHECK_INTERVAL: f64 = 10.0;
 
@@ -97,6 +103,7 @@ pub(crate) struct Args {
     pub node_name: Option<String>,
     pub plugin_dir: Vec<PathBuf>,
     pub supervisor: Option<PathBuf>,
+    pub max_source_size: Option<String>,
 }
 
 /// Parses the arguments that follow `serve`.
@@ -124,6 +131,7 @@ pub(crate) fn parse_args(
             Long("node-name") => out.node_name = Some(parser.value()?.string()?),
             Long("plugin-dir") => out.plugin_dir.push(parser.value()?.into()),
             Long("supervisor") => out.supervisor = Some(parser.value()?.into()),
+            Long("max-source-size") => out.max_source_size = Some(parser.value()?.string()?),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -151,6 +159,8 @@ struct FileConfig {
     node_name: Option<String>,
     plugin_dir: Option<Dirs>,
     supervisor: Option<PathBuf>,
+    /// Bytes, as a number or a string with a K, M or G suffix.
+    max_source_size: Option<serde_json::Value>,
 }
 
 /// The resolved settings of the agent.
@@ -174,6 +184,8 @@ pub(crate) struct Config {
     pub plugin_dirs: Vec<PathBuf>,
     /// The `pm-supervisor` executable.
     pub supervisor: PathBuf,
+    /// The largest source archive a register downloads or an upload takes.
+    pub max_source_size: u64,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr> {
@@ -240,6 +252,27 @@ pub(crate) fn resolve(args: Args) -> Result<Config> {
             None => Vec::new(),
         }
     };
+    let max_source_size = match args.max_source_size {
+        Some(text) => text
+            .parse::<Bytes>()
+            .map_err(|e| Error::Usage(format!("invalid --max-source-size: {e}")))?
+            .get(),
+        None => match file.max_source_size {
+            None => DEFAULT_MAX_SOURCE_SIZE,
+            Some(serde_json::Value::Number(n)) => n.as_u64().ok_or_else(|| {
+                Error::Usage(format!("invalid max_source_size {n}: expected bytes"))
+            })?,
+            Some(serde_json::Value::String(text)) => text
+                .parse::<Bytes>()
+                .map_err(|e| Error::Usage(format!("invalid max_source_size: {e}")))?
+                .get(),
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "invalid max_source_size {other}: expected bytes"
+                )))
+            }
+        },
+    };
     Ok(Config {
         listen,
         data_dir: args
@@ -256,6 +289,7 @@ pub(crate) fn resolve(args: Args) -> Result<Config> {
             .supervisor
             .or(file.supervisor)
             .unwrap_or_else(crate::supervise::supervisor_exe),
+        max_source_size,
     })
 }
 

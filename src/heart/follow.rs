@@ -87,11 +87,23 @@ impl Follower {
     /// are written. Once `keep_going` said stop, what is left is handed
     /// out (a last line without its newline too), then `None`.
     pub(crate) fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        self.next_chunk_with(|| {
+            std::thread::sleep(POLL);
+            false
+        })
+    }
+
+    /// Like [`Follower::next_chunk`], with `wait` in place of the sleep
+    /// between two looks at the file: it waits about [`POLL`] and answers
+    /// true to end the follow (a client that went away); what is left is
+    /// then handed out as when `keep_going` says stop.
+    pub(crate) fn next_chunk_with(&mut self, mut wait: impl FnMut() -> bool) -> Option<Vec<u8>> {
+        let mut stop = false;
         loop {
             if let Some(lines) = self.poll_once() {
                 return Some(lines);
             }
-            if !(self.keep_going)() {
+            if stop || !(self.keep_going)() {
                 // What was written up to the end is still handed out.
                 let last = self.poll_once();
                 let mut rest = std::mem::take(&mut self.partial);
@@ -107,7 +119,7 @@ impl Follower {
                     }
                 };
             }
-            std::thread::sleep(POLL);
+            stop = wait();
         }
     }
 

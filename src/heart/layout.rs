@@ -16,6 +16,8 @@
 //!   heart.log                 0640  the heart's event log (`events`), with
 //!                                   heart.log.1 .. heart.log.5 rotated
 //!   runtimes/                 0755  for runtimes that manage a daemon
+//!   uploads/ID.tar.gz         0700  sources uploaded (POST /uploads) or
+//!                                   downloaded for a register
 //! ```
 //!
 //! The agent resolves the directory to an absolute path before it builds
@@ -63,6 +65,7 @@ impl Layout {
             (layout.supervisor(), 0o700),
             (layout.logs(), 0o755),
             (layout.runtimes(), 0o755),
+            (layout.uploads(), 0o700),
         ] {
             fsutil::create_dir_all(&dir, mode)?;
         }
@@ -99,6 +102,16 @@ impl Layout {
     /// `address`: the `IP:PORT` a client should use.
     pub(crate) fn address(&self) -> PathBuf {
         self.root.join("address")
+    }
+
+    /// `uploads/`: sources uploaded or downloaded for a register.
+    pub(crate) fn uploads(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    /// `uploads/ID.tar.gz`: an uploaded source, used by one register.
+    pub(crate) fn upload(&self, id: &str) -> PathBuf {
+        self.uploads().join(format!("{id}.tar.gz"))
     }
 
     /// `instances/`.

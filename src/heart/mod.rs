@@ -10,15 +10,15 @@
 //! - the main thread: sets up, then blocks on the signal self-pipe; on
 //!   SIGTERM or SIGINT it runs the shutdown below. SIGHUP is caught and
 //!   ignored.
-//! - `http-0` … `http-31` (`server::WORKERS`), each looping on
-//!   `Server::recv` and answering one request at a time: joined by the
-//!   main thread after one `unblock` each.
-//! - `request-body` (at most 64 at once): a request whose body is still
-//!   to be read, so that a stalling client never holds a worker. Not
-//!   joined: the main thread waits (up to 30 s) for those past reading
-//!   their body; the rest are dropped at exit.
-//! - `drain`: answers a request whose declared body is over the limit
-//!   and reads that body away. Short-lived, not joined.
+//! - the HTTP server's threads (`crate::http`): `http-accept`,
+//!   `http-read` (one poll loop over every connection still sending its
+//!   request, with deadlines), and the worker pools `http-quick-0..3`
+//!   (reads, health, exit reports), `http-slow-0..31` (register, start,
+//!   stop, deregister) and `http-stream-0..7` (follows of a log or of the
+//!   events, each until the client is gone, the instance deregistered or
+//!   shutdown began): all joined by
+//!   `Server::shutdown`, which lets the requests in progress finish for
+//!   up to 30 s.
 //! - `checker`: the periodic check, `.exited` files, and restarts when
 //!   due: joined by the main thread once shutdown began.
 //! - `health`: keeps the queue of periodic health checks and hands those
@@ -26,20 +26,15 @@
 //!   main thread once shutdown began. The checkers are not joined: each
 //!   ends after its current check (bounded by its timeout), which changes
 //!   nothing once shutdown began.
-//! - `follow` (at most 32 at once): one `GET …/log?follow=1` or `GET
-//!   /events?follow=1` each, streaming until the client is gone, the
-//!   instance is deregistered or shutdown began. Not joined.
 //! - `restart-ID` (at most one per instance): one restart each: joined by
 //!   `Node::shutdown`, after the checker (so no new one starts).
 //! - `pacemaker` (with `--pacemaker`): delivers the controller reports.
 //!   Not joined: `Node::shutdown` waits up to 5 s for the shutdown report
 //!   to be delivered, then the process exits.
-//! - tiny_http's own acceptor thread and its pool of connection threads:
-//!   ended by tiny_http when the server is dropped.
 //!
-//! Shutdown, in order: stop accepting and join the workers, join the
-//! checker, wait for the requests past their body, drop the server, join
-//! the restarts, stop the instances that must not outlive the heart
+//! Shutdown, in order: stop accepting, let the requests in progress
+//! finish and join the server's threads, join the checker, join the
+//! restarts, stop the instances that must not outlive the heart
 //! (`--stop-on-exit`, or `exclusive`), send the controller its shutdown
 //! report, exit 0. Applications keep running otherwise.
 //!

@@ -15,7 +15,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -29,23 +29,19 @@ use super::PROG;
 use crate::cli;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::http;
 use crate::lockfile;
 use crate::notify;
 use crate::signal;
 
-/// HTTP worker threads: how many requests are handled at once. A start
-/// holds its worker until the instance is RUNNING or ERROR.
-const WORKERS: usize = 32;
+/// How long shutdown lets the requests in progress (a start waiting for
+/// its application, a register copying its source) finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// How long shutdown waits for requests handled in their own thread (a
-/// register reading a large body) that are past reading their body.
-const BODY_REQUEST_WAIT: Duration = Duration::from_secs(30);
-
-/// How long shutdown waits for the follows to end their answers.
-const FOLLOW_WAIT: Duration = Duration::from_secs(2);
-
-/// Stack size of each worker thread.
-const WORKER_STACK: usize = 256 * 1024;
+/// Prints a warning of the HTTP server.
+fn warn_http(message: &str) {
+    cli::warn(PROG, message);
+}
 
 /// Reads the API token, creating it (0600, 256 random bits in hex) on
 /// first start.
@@ -81,7 +77,7 @@ fn token(path: &Path) -> Result<String> {
 /// Anything that keeps it from starting: the data directory, the token or
 /// the catalog cannot be set up, or the address cannot be listened on.
 pub(crate) fn serve(config: Config) -> Result<()> {
-    // Before any thread exists (tiny_http spawns some at once).
+    // Before any thread exists.
     let signals = signal::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP])?;
 
     let layout = Layout::create(&config.data_dir)?;
@@ -89,14 +85,15 @@ pub(crate) fn serve(config: Config) -> Result<()> {
     let token = token(&layout.token())?;
     let (store, records) = record::load(&layout)?;
 
-    let server = tiny_http::Server::http(config.listen)
-        .map_err(|e| Error::Http(format!("unable to listen on {}: {e}", config.listen)))?;
-    let listen = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| Error::Http(format!("unable to listen on {}", config.listen)))?;
+    // Bound now, served once everything a client reads is in place:
+    // connections wait in the listen queue until then.
+    let bound = http::bind(http::Config {
+        listen: config.listen,
+        warn: warn_http,
+        ..http::Config::default()
+    })?;
+    let listen = bound.local_addr();
     let address = crate::net::loopback_of(listen).to_string();
-    let server = Arc::new(server);
 
     let mut node = Node::new(Setup {
         config,
@@ -112,23 +109,7 @@ pub(crate) fn serve(config: Config) -> Result<()> {
     fsutil::write_atomic(&layout.address(), format!("{address}\n").as_bytes(), 0o644)?;
     let node = Arc::new(node);
 
-    let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(WORKERS);
-    for n in 0..WORKERS {
-        let server = Arc::clone(&server);
-        let node = Arc::clone(&node);
-        let handle = thread::Builder::new()
-            .name(format!("http-{n}"))
-            .stack_size(WORKER_STACK)
-            .spawn(move || loop {
-                match server.recv() {
-                    Ok(request) => api::handle(&node, request),
-                    Err(_) if node.is_shutting_down() => return,
-                    Err(e) => cli::warn(PROG, format!("unable to accept a request: {e}")),
-                }
-            })
-            .map_err(|e| Error::io("start worker thread", "http", e))?;
-        workers.push(handle);
-    }
+    let server = bound.start(Arc::new(api::Api::new(Arc::clone(&node))))?;
     let checker = {
         let node = Arc::clone(&node);
         thread::Builder::new()
@@ -160,21 +141,18 @@ pub(crate) fn serve(config: Config) -> Result<()> {
 
     notify::notify("STOPPING=1");
     node.begin_shutdown();
-    for _ in 0..workers.len() {
-        server.unblock();
-    }
-    for handle in workers {
-        let _ = handle.join();
+    let unfinished = server.shutdown(SHUTDOWN_GRACE);
+    if !unfinished.is_empty() {
+        cli::warn(
+            PROG,
+            format!(
+                "requests still in progress at exit: {}",
+                unfinished.join(", ")
+            ),
+        );
     }
     let _ = checker.join();
     let _ = health.join();
-    if !api::wait_for_follows(FOLLOW_WAIT) {
-        cli::warn(PROG, "follows still streaming at exit");
-    }
-    if !api::wait_for_body_requests(BODY_REQUEST_WAIT) {
-        cli::warn(PROG, "requests still in progress at exit");
-    }
-    drop(server);
     node.shutdown();
     Ok(())
 }

@@ -219,26 +219,11 @@ mod tests {
         }
     }
 
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!("pm-store-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::fsutil::Scratch;
 
     #[test]
     fn records_survive_a_reopen_and_removals_too() {
-        let data = Scratch::new("reopen");
+        let data = Scratch::new("store-reopen");
         let (store, records) = open(&data.0).unwrap();
         assert!(records.is_empty());
         store.put(&rec("b", 1)).unwrap();
@@ -257,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_torn_write_is_discarded_and_a_bad_record_is_fatal_naming_it() {
-        let data = Scratch::new("torn");
+        let data = Scratch::new("store-torn");
         let (store, _) = open(&data.0).unwrap();
         store.put(&rec("a", 1)).unwrap();
         fs::write(
@@ -280,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_catalog_is_migrated_once_and_set_aside() {
-        let data = Scratch::new("migrate");
+        let data = Scratch::new("store-migrate");
         let catalog = serde_json::json!({
             "format": 1,
             "instances": {"a": {"instance_id": "a", "n": 1}, "b": {"instance_id": "b", "n": 2}}
@@ -304,7 +289,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_catalog_stops_the_migration_naming_it() {
-        let data = Scratch::new("badcat");
+        let data = Scratch::new("store-badcat");
         let catalog = data.0.join("catalog.json");
         fs::write(&catalog, "{").unwrap();
         let err = open(&data.0).unwrap_err().to_string();

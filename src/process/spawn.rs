@@ -506,23 +506,7 @@ mod tests {
     use super::*;
     use std::process::Stdio;
 
-    /// A scratch directory of one test, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!("pm-spawn-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::fsutil::Scratch;
 
     fn shell(script: &str) -> Command {
         let mut cmd = Command::new("/bin/sh");
@@ -542,7 +526,7 @@ mod tests {
 
     #[test]
     fn nofile_sets_the_soft_and_hard_limit_of_the_command() {
-        let scratch = Scratch::new("nofile");
+        let scratch = Scratch::new("spawn-nofile");
         let out = scratch.0.join("limits");
         let confinement = Confinement::new(&[], Some(64)).unwrap();
         let mut cmd = shell(&format!(
@@ -559,7 +543,7 @@ mod tests {
 
     #[test]
     fn a_group_that_cannot_be_joined_is_a_start_failure_naming_it() {
-        let scratch = Scratch::new("join");
+        let scratch = Scratch::new("spawn-join");
         let ran = scratch.0.join("ran");
         let group = scratch.0.join("no-such-group");
         let confinement = Confinement::new(std::slice::from_ref(&group), None).unwrap();

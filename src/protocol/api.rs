@@ -128,8 +128,12 @@ pub struct RegisterRequest {
     /// The id to use; the heart picks one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<InstanceId>,
-    /// A directory, or a `.tar.gz` file, on this node.
+    /// A directory or a `.tar.gz` file on this node, an `http://` URL of
+    /// a `.tar.gz`, or `upload:ID` (from `POST /uploads`).
     pub source: PathBuf,
+    /// The SHA-256 the source archive must have, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha256: Option<String>,
     /// Everything else.
     #[serde(flatten)]
     pub manifest: Manifest,

@@ -291,6 +291,7 @@ fn read_manifest(dir: &Path, instance_id: Option<InstanceId>) -> Outcome<Vec<u8>
     encode(&RegisterRequest {
         instance_id,
         source,
+        source_sha256: None,
         manifest,
     })
 }

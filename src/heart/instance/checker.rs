@@ -99,6 +99,7 @@ impl Node {
     /// instance, `.exited` files of `RUNNING` and `SUSPENDED` ones.
     /// Instances busy with an operation are skipped until the next pass.
     pub(crate) fn check(&self) {
+        self.expire_uploads();
         for rec in self.records_in(&[State::Running, State::Suspended]) {
             if self.is_shutting_down() {
                 return;

@@ -46,6 +46,7 @@ mod metrics;
 mod narrate;
 mod register;
 mod restart;
+mod source;
 mod start;
 mod status;
 mod stop;
@@ -221,6 +222,12 @@ impl Node {
     /// The API token.
     pub(crate) fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The largest source archive a register downloads or an upload
+    /// takes.
+    pub(crate) fn max_source_size(&self) -> u64 {
+        self.config.max_source_size
     }
 
     fn node_report(&self, records: &Records) -> NodeReport {

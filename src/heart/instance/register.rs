@@ -1,6 +1,6 @@
-//! Register: check a register request against the node's runtimes, take a
-//! port, copy the source into `instances/ID/`, and record the instance as
-//! `REGISTERED`.
+//! Register: check a register request against the node's runtimes, get
+//! its source (`source`: a path, a URL or an upload), take a port, copy the
+//! source into `instances/ID/`, and record the instance as `REGISTERED`.
 //!
 //! While the source is copied the record is `ALLOCATED`: it holds its id
 //! and port but is neither answered nor written to disk, so a crash in the
@@ -8,38 +8,14 @@
 //! next register of that id).
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
+use super::source::Source;
 use super::{lock, Node};
-use crate::archive;
 use crate::error::{Error, Refusal, Result};
-use crate::fsutil;
 use crate::heart::ports;
 use crate::heart::record::{self, Backoff, Record};
-use crate::process;
-use crate::protocol::{self, InstanceId, InstanceView, RegisterRequest, State};
+use crate::protocol::{self, InstanceId, InstanceView, RegisterRequest, Seconds, State};
 use crate::secret::random_hex;
-
-/// Bound of copying or unpacking a source.
-const COPY_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// How a source is copied.
-#[derive(Debug, Clone, Copy)]
-enum SourceKind {
-    /// A directory: `cp -a SRC/. DEST`.
-    Dir,
-    /// A `.tar.gz` or `.tgz` file: unpacked by `archive::unpack`, which
-    /// writes nothing outside `DEST` whatever the archive holds.
-    TarGz,
-}
-
-/// The most an archive may unpack to.
-const UNPACK_LIMITS: archive::Limits = archive::Limits {
-    max_bytes: 8 << 30,
-    max_members: 1_000_000,
-};
 
 impl Node {
     /// Registers an instance from the body of `POST /instances`.
@@ -86,13 +62,21 @@ impl Node {
             })?;
         let startup_timeout =
             record::startup_timeout(&manifest.runtime.parameters).map_err(unprocessable)?;
-        let source = std::path::absolute(&req.source).map_err(|e| {
-            Error::refused(
-                Refusal::Unprocessable,
-                format!("source {}: {e}", req.source.display()),
-            )
-        })?;
-        let kind = source_kind(&source)?;
+        let source = self.resolve_source(&req.source, req.source_sha256.as_deref())?;
+        let result = self.register_from(&req, id, &source, startup_timeout);
+        source.dispose(result.is_ok());
+        result
+    }
+
+    /// The rest of a register, once its source is at hand.
+    fn register_from(
+        &self,
+        req: &RegisterRequest,
+        id: InstanceId,
+        source: &Source,
+        startup_timeout: Seconds,
+    ) -> Result<InstanceView> {
+        let manifest = &req.manifest;
 
         let op = self.op_lock(&id);
         let _guard = lock(&op);
@@ -111,7 +95,7 @@ impl Node {
                 startup: manifest.startup.clone(),
                 environment: manifest.environment.clone(),
                 restart: manifest.restart,
-                source: source.clone(),
+                source: req.source.clone(),
                 message: "registering".into(),
                 exit_key: None,
                 supervisor: None,
@@ -140,7 +124,7 @@ impl Node {
         )?;
 
         let dest = self.layout.instance(&id);
-        let copied = copy_source(&source, kind, &dest);
+        let copied = source.copy_into(&dest);
         let result = copied.and_then(|()| {
             self.update_any(&id, |rec| {
                 rec.state = State::Registered;
@@ -155,70 +139,6 @@ impl Node {
         }
         result
     }
-}
-
-/// What kind of source `source` is.
-///
-/// # Errors
-///
-/// `Unprocessable` when it is missing or neither a directory nor a
-/// `.tar.gz` file.
-fn source_kind(source: &Path) -> Result<SourceKind> {
-    let meta = fs::metadata(source).map_err(|e| {
-        Error::refused(
-            Refusal::Unprocessable,
-            format!("source {}: {e}", source.display()),
-        )
-    })?;
-    let name = source.to_string_lossy();
-    if meta.is_dir() {
-        Ok(SourceKind::Dir)
-    } else if meta.is_file() && (name.ends_with(".tar.gz") || name.ends_with(".tgz")) {
-        Ok(SourceKind::TarGz)
-    } else {
-        Err(Error::refused(
-            Refusal::Unprocessable,
-            format!(
-                "source {} is neither a directory nor a .tar.gz file",
-                source.display()
-            ),
-        ))
-    }
-}
-
-/// Copies a directory (`cp -a SRC/. DEST`) or unpacks a `.tar.gz`
-/// (`tar -xzf`) into `dest`, bounded by [`COPY_TIMEOUT`]; a failure
-/// leaves no `dest` behind.
-fn copy_source(source: &Path, kind: SourceKind, dest: &Path) -> Result<()> {
-    if dest.exists() {
-        fs::remove_dir_all(dest).map_err(|e| Error::io("remove stale", dest, e))?;
-    }
-    let failure = match kind {
-        SourceKind::TarGz => match archive::unpack(source, dest, UNPACK_LIMITS) {
-            Ok(_) => return Ok(()),
-            Err(e) => Error::from(e).to_string(),
-        },
-        SourceKind::Dir => {
-            fsutil::create_dir_all(dest, 0o755)?;
-            let mut cmd = Command::new("cp");
-            cmd.arg("-a").arg(source.join(".")).arg(dest);
-            match process::bounded::output(&mut cmd, None, COPY_TIMEOUT, (0, 4096), "cp") {
-                Ok(Some(out)) if out.status.success() => return Ok(()),
-                Ok(Some(out)) => format!(
-                    "cp exited with code {}: {}",
-                    process::code_of_status(out.status),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                Ok(None) => format!("cp took longer than {} s", COPY_TIMEOUT.as_secs()),
-                Err(e) => e.to_string(),
-            }
-        }
-    };
-    let _ = fs::remove_dir_all(dest);
-    Err(Error::refused(
-        Refusal::Unprocessable,
-        format!("unable to copy {}: {failure}", source.display()),
-    ))
 }
 
 /// An id for an instance registered without one: the application name
