@@ -356,3 +356,40 @@ fn metrics_pass_promtool_and_count_the_restarts() {
     let anonymous = http::Request::get("/metrics").call(heart.addr());
     assert_eq!(anonymous.status, 401, "{anonymous:?}");
 }
+
+#[test]
+fn a_follow_whose_client_left_frees_its_worker() {
+    let heart = heart("follows");
+    // Opens `GET /events?follow=1` and reads its status line; the
+    // connection stays open while the stream is held.
+    let open = || {
+        let mut stream = std::net::TcpStream::connect(heart.addr()).unwrap();
+        stream.set_read_timeout(Some(LONG)).unwrap();
+        write!(
+            stream,
+            "GET /events?follow=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            heart.token()
+        )
+        .unwrap();
+        let mut line = String::new();
+        BufReader::new(stream.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, stream)
+    };
+    // The eight stream workers, all following.
+    let held: Vec<_> = (0..8).map(|_| open()).collect();
+    for (status, _) in &held {
+        assert_eq!(*status, 200);
+    }
+    assert_eq!(open().0, 503, "a ninth follow while eight stream");
+    drop(held);
+    // The clients are gone: their follows end within a poll, and a new
+    // one is served.
+    wait_until(
+        Duration::from_secs(10),
+        "a follow to be served again",
+        || open().0 == 200,
+    );
+}
