@@ -14,8 +14,9 @@
 //! layer is `signal` (the only
 //! signal handler), `process` (spawning, waiting, identities from
 //! `/proc`), `cgroup` (control groups: detection, one group per
-//! instance, limits, accounting, killing) and `fsutil` (atomic, durable
-//! file writes). `unsafe` is denied everywhere but in `signal` and
+//! instance, limits, accounting, killing), `fsutil` (atomic, durable file
+//! writes) and `logfile` (logs rotated by size, and the copier that fills
+//! them from a pipe). `unsafe` is denied everywhere but in `signal` and
 //! `process`, the two modules that make raw system calls, and each block
 //! there carries a `// SAFETY:` comment.
 //!
@@ -37,6 +38,7 @@ pub(crate) mod fetch;
 pub(crate) mod fsutil;
 pub(crate) mod http;
 pub(crate) mod lockfile;
+pub(crate) mod logfile;
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub(crate) mod notify;

@@ -93,8 +93,12 @@ fn whole_lifecycle_through_the_client() {
     assert!(show.contains("state: RUNNING\n"), "{show}");
     assert!(show.contains(&format!("url: {url}\n")), "{show}");
 
-    let log = heart.ok(&["log", "life-1", "--tail", "50"]);
-    assert!(log.contains("hello: instance life-1 listening on"), "{log}");
+    // The app's output reaches the log through the supervisor's copier,
+    // a moment after the app wrote it.
+    wait_until(Duration::from_secs(20), "the app's line in the log", || {
+        let log = heart.ok(&["log", "life-1", "--tail", "50"]);
+        log.contains("hello: instance life-1 listening on")
+    });
 
     let out = heart.ok(&["stop", "life-1"]);
     assert_eq!(out, "life-1: STOPPED\n");

@@ -180,9 +180,13 @@ fn whole_lifecycle_through_the_api() {
     let list = heart.call("GET", "/instances", None).json();
     assert_eq!(list["instances"][0]["instance_id"], "life");
     assert_eq!(list["instances"][0]["state"], "RUNNING");
-    let log = heart.call("GET", "/instances/life/log?tail=50", None);
-    assert_eq!(log.status, 200);
-    assert!(log.body.contains("GET /hello.txt"), "{}", log.body);
+    // The app's output reaches the log through the supervisor's copier,
+    // a moment after the app wrote it.
+    wait_until(LONG, "the request in the log", || {
+        let log = heart.call("GET", "/instances/life/log?tail=50", None);
+        assert_eq!(log.status, 200);
+        log.body.contains("GET /hello.txt")
+    });
 
     let answer = heart.stop("life");
     assert_eq!(answer.status, 200, "{answer:?}");

@@ -5,6 +5,7 @@ mod client;
 mod fixture;
 mod heart;
 mod http;
+mod logs;
 mod observe;
 mod plugins;
 mod recovery;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Environment, InstanceId, Seconds};
+use super::{Environment, InstanceId, LogKeep, LogSize, Seconds};
 
 /// A command: an argument vector, or one string split like a shell splits
 /// words.
@@ -44,8 +44,17 @@ pub struct ControlFile {
     /// A whole base URL for the report, instead of `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_url: Option<String>,
-    /// Appended to: supervisor lines and the command's output.
+    /// Appended to: supervisor lines and the command's output, rotated
+    /// by size.
     pub log_file: PathBuf,
+    /// The largest size of the log and of each rotated file; default
+    /// [`LogSize::DEFAULT`] (10 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_size: Option<LogSize>,
+    /// How many rotated files (`log_file.1` ..) are kept; default
+    /// [`LogKeep::DEFAULT`] (5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_keep: Option<LogKeep>,
     /// Written with the supervisor's pid once the command runs.
     pub pidfile: PathBuf,
     /// Written once the command was started or failed to start.

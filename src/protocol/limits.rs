@@ -119,25 +119,45 @@ impl FromStr for Bytes {
     type Err = InvalidLimit;
 
     fn from_str(s: &str) -> Result<Bytes, InvalidLimit> {
-        let bad = || InvalidLimit(format!("{s:?} is not a size: expected {}", Bytes::EXPECTED));
-        let (digits, shift) = match s.as_bytes().last() {
-            Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
-            Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
-            Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
-            _ => (s, 0),
-        };
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        let bytes = n.checked_mul(1 << shift).ok_or_else(|| {
-            InvalidLimit(format!(
+        match parse_size(s) {
+            Ok(bytes) => Bytes::checked(bytes, &format!("{s:?}")),
+            Err(SizeError::Form) => Err(InvalidLimit(format!(
+                "{s:?} is not a size: expected {}",
+                Bytes::EXPECTED
+            ))),
+            Err(SizeError::Overflow) => Err(InvalidLimit(format!(
                 "{s:?} is out of range: expected {}",
                 Bytes::EXPECTED
-            ))
-        })?;
-        Bytes::checked(bytes, &format!("{s:?}"))
+            ))),
+        }
     }
+}
+
+/// Why a string is not a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SizeError {
+    /// Not digits with an optional suffix.
+    Form,
+    /// More than `u64` bytes.
+    Overflow,
+}
+
+/// The one rule for a size written as a string, shared by every size of
+/// the suite ([`Bytes`], `LogSize`): digits with an optional `K`, `M` or
+/// `G` suffix (powers of 1024, either case). The caller applies its
+/// bounds.
+pub(crate) fn parse_size(s: &str) -> Result<u64, SizeError> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SizeError::Form);
+    }
+    let n: u64 = digits.parse().map_err(|_| SizeError::Overflow)?;
+    n.checked_mul(1 << shift).ok_or(SizeError::Overflow)
 }
 
 impl From<Bytes> for u64 {

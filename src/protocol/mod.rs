@@ -6,6 +6,8 @@
 //! - [`id`]: [`InstanceId`], parsed once wherever an id enters;
 //! - [`seconds`]: [`Seconds`], the one parser and bound of every timeout;
 //! - [`control`]: the supervisor's control file and exit report path;
+//! - [`log_limits`]: [`LogSize`] and [`LogKeep`], the limits of a rotated
+//!   log;
 //! - [`exited`]: the `.exited` file, with its one writer and one reader;
 //! - [`health`]: an instance's health check;
 //! - [`limits`]: an instance's resource limits, parsed once at the edge;
@@ -26,6 +28,7 @@ pub mod exited;
 pub mod health;
 pub mod id;
 pub mod limits;
+pub mod log_limits;
 pub mod pacemaker;
 pub mod plugin;
 pub mod seconds;
@@ -40,6 +43,7 @@ pub use control::{
 pub use health::{CheckKind, HealthCheck};
 pub use id::{InstanceId, InvalidId, INSTANCE_ID_MAX};
 pub use limits::{Bytes, CpuMax, InvalidLimit, Limits};
+pub use log_limits::{InvalidLogKeep, InvalidLogSize, LogKeep, LogSize};
 pub use pacemaker::NodeReport;
 pub use plugin::{
     PluginEnvironment, PluginEnvironmentRequest, PluginInstance, PluginMessage, PluginStart,

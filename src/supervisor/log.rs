@@ -1,83 +1,75 @@
-//! The supervisor's log lines: `RFC3339-timestamp LEVEL message`.
+//! The instance log as the supervisor writes it: its own event lines
+//! (`RFC3339-timestamp LEVEL message`, see `logfile::event`) and the
+//! command's output, in one size-rotated file (`logfile`).
 //!
-//! The log file is opened with `O_APPEND` and shared with the command,
-//! whose stdout and stderr point at the same open file. Each line is
-//! formatted in full and written with one `write`, at once, so lines from
-//! the supervisor's two threads and the command's output interleave only
-//! at line boundaries (for the supervisor's part) and nothing is held
-//! back until the end.
+//! The command's stdout and stderr are one pipe, read by the
+//! `output-copier` thread ([`Log::command_output`]), which appends whole
+//! lines. The
+//! supervisor's own lines are formatted in full and appended under the
+//! same lock, at once, so the two interleave only at line boundaries and
+//! nothing is held back until the end.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
-use std::time::SystemTime;
+use std::process::Stdio;
+use std::sync::Arc;
 
-use crate::rfc3339::Timestamp;
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::logfile::copy::Copier;
+use crate::logfile::event::Level;
+use crate::logfile::{Limits, LogFile, Shared};
 
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Level {
-    /// Normal events.
-    Info,
-    /// Something went wrong and was worked around.
-    Warning,
-    /// Something went wrong and could not be worked around.
-    Error,
-}
-
-impl Level {
-    fn as_str(self) -> &'static str {
-        match self {
-            Level::Info => "INFO",
-            Level::Warning => "WARNING",
-            Level::Error => "ERROR",
-        }
-    }
-}
-
-/// The open log file.
+/// The open instance log.
 #[derive(Debug)]
 pub(crate) struct Log {
-    file: File,
+    shared: Arc<Shared>,
 }
 
 impl Log {
-    /// Opens (creating, mode 0640) `path` for appending.
+    /// Opens (creating, mode 0640) `path` for appending, to be rotated
+    /// within `limits`.
     ///
     /// # Errors
     ///
     /// The file cannot be opened.
-    pub(crate) fn open(path: &Path) -> Result<Log> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .open(path)
-            .map_err(|e| Error::io("open log file", path, e))?;
-        Ok(Log { file })
+    pub(crate) fn open(path: &Path, limits: Limits) -> Result<Log> {
+        Ok(Log {
+            shared: Arc::new(Shared::new(LogFile::open(path, limits)?)),
+        })
     }
 
-    /// The file, for the command's stdout and stderr.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// Makes the command's stdout and stderr: one pipe, so that their
+    /// lines reach the log in the order they were written (a write of up
+    /// to `PIPE_BUF` bytes is never mixed with another). Starts the
+    /// `output-copier` thread on its read end, which appends what comes
+    /// until every writer has closed the pipe, and returns it with the
+    /// write end twice.
+    ///
+    /// Both ends are close-on-exec: the command gets the write end as its
+    /// fds 1 and 2 only, and the read end never leaves this process, so if
+    /// the supervisor dies, writes to the pipe fail with `EPIPE` instead of
+    /// blocking on a pipe nobody reads. The caller must drop its copies of
+    /// the write end once the command runs, or the copier never ends.
+    ///
+    /// # Errors
+    ///
+    /// The pipe or the thread cannot be made.
+    pub(crate) fn command_output(&self) -> io::Result<(Copier, [Stdio; 2])> {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+        let err = write.try_clone()?;
+        let copier = Copier::spawn("output-copier", read, Arc::clone(&self.shared))?;
+        Ok((copier, [Stdio::from(write), Stdio::from(err)]))
     }
 
-    /// Writes one line now. A failed write is dropped: there is nowhere
+    /// Writes one line now. A failed write is counted and reported in the
+    /// log once it can be written again (see `logfile`): there is nowhere
     /// else to say it, and the command must not suffer for it.
     pub(crate) fn line(&self, level: Level, message: fmt::Arguments<'_>) {
-        let mut buf = Vec::with_capacity(128);
-        let _ = writeln!(
-            buf,
-            "{} {} {}",
-            Timestamp(SystemTime::now()),
-            level.as_str(),
-            message
-        );
-        let _ = (&self.file).write_all(&buf);
+        self.shared.event(level, message);
     }
 
     /// An INFO line.

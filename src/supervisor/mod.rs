@@ -6,23 +6,32 @@
 //!    stderr if it is missing, unreadable or invalid); with `--detach`,
 //!    fork: the parent exits 0 at once, the child goes on in a new session;
 //! 2. catch SIGTERM, SIGHUP and SIGINT into the self-pipe, become a child
-//!    subreaper, open the log, start the command in its own process group
-//!    with SIGKILL as its parent-death signal; write the pidfile, then the
-//!    startflag;
+//!    subreaper, open the log, start the `output-copier` thread on a new
+//!    pipe, start the command in its own process group with that pipe as
+//!    its stdout and stderr and SIGKILL as its parent-death signal; write
+//!    the pidfile, then the startflag;
 //! 3. the main thread waits (blocking `waitid`) and reaps; the
 //!    `signal-forwarder` thread turns a SIGTERM into SIGTERM to the
-//!    command's group and, after `stop_timeout`, SIGKILL;
-//! 4. once the command has ended, end every descendant left behind,
-//!    remove the control file, report the code to the heart or record it
-//!    in the `.exited` file, and remove the pidfile.
+//!    command's group and, after `stop_timeout`, SIGKILL; the
+//!    `output-copier` thread appends what comes through the pipe to the
+//!    log by whole lines, rotating it by size (`log`, `logfile`);
+//! 4. once the command has ended, let the copier reach the end of the
+//!    pipe ([`OUTPUT_DRAIN`]) and log the end, end every descendant left
+//!    behind, let the copier finish ([`OUTPUT_END`]), remove the control
+//!    file, report the code to the heart or record it in the `.exited`
+//!    file, and remove the pidfile.
 //!
 //! The pid-reuse invariant is kept by `process::forward`: the command's
 //! pid sits in a slot under a mutex. The forwarder signals the group only
 //! while holding the lock with the pid in the slot; the main thread waits
 //! with `WNOWAIT` (the zombie keeps the pid reserved), clears the slot
 //! under the lock, and only then reaps. So no signal is ever sent to a
-//! recycled pid. Nobody joins the forwarder: it blocks on the self-pipe
-//! until the process exits.
+//! recycled pid.
+//!
+//! Threads: the main thread; `signal-forwarder` and `output-copier`, never
+//! joined: the forwarder blocks on the self-pipe until the process exits,
+//! and the copier ends by itself at the end of the pipe, which the main
+//! thread waits for (bounded) through [`Copier::wait`].
 
 mod log;
 mod report;
@@ -46,9 +55,11 @@ use crate::cli;
 use crate::error::{Error, Result};
 use crate::exit::Supervisor as Code;
 use crate::fsutil;
+use crate::logfile::copy::Copier;
+use crate::logfile::Limits;
 use crate::process::forward::{self, Others, Slot};
 use crate::process::{self, Confinement, Credentials, Detached, Notifier};
-use crate::protocol::{self, exited, ControlFile};
+use crate::protocol::{self, exited, ControlFile, LogKeep, LogSize};
 use crate::shellwords;
 use crate::signal::{self, SignalPipe};
 use crate::wait;
@@ -73,6 +84,15 @@ options:
 
 See pm-supervisor(8).
 ";
+
+/// How long, once the command has been reaped, the copier gets to reach
+/// the end of its output before `Completed with result code N` is logged:
+/// at once, unless a descendant still holds the pipe open.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(200);
+
+/// How long, once every descendant has ended, the copier gets to write
+/// the last of the output before the report.
+const OUTPUT_END: Duration = Duration::from_secs(1);
 
 /// How long SIGKILLed descendants get to disappear before we give up on
 /// reaping them (a process in uninterruptible sleep can outlive a SIGKILL).
@@ -127,6 +147,8 @@ pub(crate) struct Config {
     pub environment: protocol::Environment,
     /// The log file.
     pub log_file: PathBuf,
+    /// Its rotation.
+    pub log_limits: Limits,
     /// The pidfile.
     pub pidfile: PathBuf,
     /// The startflag file.
@@ -237,6 +259,10 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
         cwd: control.cwd,
         environment: control.environment,
         log_file: control.log_file,
+        log_limits: Limits::new(
+            control.log_max_size.unwrap_or(LogSize::DEFAULT).bytes(),
+            control.log_keep.unwrap_or(LogKeep::DEFAULT).files(),
+        ),
         pidfile: control.pidfile,
         startflag: control.startflagfile,
         stop_timeout,
@@ -305,7 +331,7 @@ pub fn main() -> ExitCode {
     if args.detach {
         // The log is checked here too, while someone can still hear the
         // complaint: after detaching, stderr is /dev/null.
-        if let Err(err) = Log::open(&config.log_file) {
+        if let Err(err) = Log::open(&config.log_file, config.log_limits) {
             cli::fatal(PROG, err);
             return Code::System.into();
         }
@@ -352,7 +378,7 @@ pub(crate) fn run(config: Config, pipe: SignalPipe, detached: Option<Notifier>) 
             notifier.tell(code.into());
         }
     };
-    let log = Arc::new(Log::open(&config.log_file)?);
+    let log = Arc::new(Log::open(&config.log_file, config.log_limits)?);
     if let Err(err) = process::become_subreaper() {
         log.warn(format_args!("{err}; daemonizing descendants may escape"));
     }
@@ -371,7 +397,7 @@ pub(crate) fn run(config: Config, pipe: SignalPipe, detached: Option<Notifier>) 
             tell(Code::Success);
             code
         }
-        Ok(pid) => {
+        Ok((pid, output)) => {
             let pidfile = format!("{}\n", std::process::id());
             if let Err(err) = fsutil::write_atomic(&config.pidfile, pidfile.as_bytes(), 0o644) {
                 // Nobody could find or stop a supervisor that is not
@@ -399,8 +425,16 @@ pub(crate) fn run(config: Config, pipe: SignalPipe, detached: Option<Notifier>) 
                 log.error(format_args!("{err}; stop requests will not be forwarded"));
             }
             let status = wait_for_command(pid, &slot, &log);
+            // The command's last lines go before the line about its end.
+            output.wait(OUTPUT_DRAIN);
             let code = code_of(status, stop_requested.load(Ordering::SeqCst), &log);
             end_descendants(config.stop_timeout, &log);
+            if !output.wait(OUTPUT_END) {
+                log.warn(format_args!(
+                    "The output pipe is still open after every process ended; \
+                     output written from now on is lost"
+                ));
+            }
             code
         }
     };
@@ -420,8 +454,9 @@ pub(crate) fn run(config: Config, pipe: SignalPipe, detached: Option<Notifier>) 
     })
 }
 
-/// Starts the command; returns its pid, which is also its process group.
-fn start(config: &Config, log: &Log) -> io::Result<Pid> {
+/// Starts the command; returns its pid, which is also its process group,
+/// and the copier of its output.
+fn start(config: &Config, log: &Log) -> io::Result<(Pid, Copier)> {
     log.info(format_args!(
         "Starting {:?} in {}{}",
         config.argv,
@@ -438,8 +473,8 @@ fn start(config: &Config, log: &Log) -> io::Result<Pid> {
         ));
         return Err(err);
     }
-    let out = log.file().try_clone()?;
-    let err = log.file().try_clone()?;
+    // Before the command, so that it never writes to a pipe nobody reads.
+    let (output, [out, err]) = log.command_output()?;
     let mut cmd = Command::new(&config.argv[0]);
     cmd.args(&config.argv[1..])
         .env_clear()
@@ -450,13 +485,17 @@ fn start(config: &Config, log: &Log) -> io::Result<Pid> {
         .stderr(err)
         .process_group(0);
     let child =
-        process::spawn_supervised(&mut cmd, config.credentials.as_ref(), &config.confinement)?;
+        process::spawn_supervised(&mut cmd, config.credentials.as_ref(), &config.confinement);
+    // Our copies of the write end: while we held them, the copier would
+    // never see the end of the output.
+    drop(cmd);
+    let child = child?;
     let pid = Pid::from_raw(child.id() as i32);
     // `child` is dropped without `wait`: the main thread reaps with
     // waitid/waitpid, and two reapers for one child would race.
     drop(child);
     log.info(format_args!("Started process {pid}"));
-    Ok(pid)
+    Ok((pid, output))
 }
 
 /// Starts the `signal-forwarder` thread (`process::forward`) with the

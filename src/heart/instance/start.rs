@@ -300,6 +300,8 @@ impl Node {
             nofile: None,
             report_url: self.report_url.clone(),
             log_file: self.layout.log(id),
+            log_max_size: None,
+            log_keep: None,
             pidfile: self.layout.pidfile(id),
             startflagfile: self.layout.startflag(id),
             stop_timeout: Some(launch.stop_timeout),

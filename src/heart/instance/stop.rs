@@ -127,6 +127,8 @@ impl Node {
         for path in self.layout.instance_files(id) {
             let _ = crate::fsutil::remove_if_exists(&path);
         }
+        // The log's rotated files (`ID.log.1` ..) too.
+        let _ = crate::logfile::remove_all(&self.layout.log(id));
         self.remove(id)?;
         let mut view = rec.view();
         view.state = State::Deregistered;

@@ -172,6 +172,8 @@ pub(super) fn launch_apache(
         port: None,
         report_url: Some(report_url),
         log_file: layout.log.clone(),
+        log_max_size: None,
+        log_keep: None,
         pidfile: layout.supervisor_pid.clone(),
         startflagfile: layout.startflag.clone(),
         stop_timeout: Some(STOP_TIMEOUT),
