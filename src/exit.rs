@@ -35,13 +35,18 @@ impl From<Supervisor> for u8 {
     }
 }
 
-/// Exit status of `pm-heart` and `pm-runtime` (s6 conventions).
+/// Exit status of `pm-heart` and `pm-runtime` (s6 conventions; only the
+/// `pm-heart` client exits 2 or 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
     /// Done.
     Success,
     /// The request was made and refused, or the command failed.
     Failure,
+    /// No such instance (the heart answered 404).
+    NotFound,
+    /// The request was refused in the instance's present state (the heart answered 409).
+    Conflict,
     /// Misuse: a bad option, argument or input file.
     Usage,
     /// A temporary failure: the heart is unreachable, a system call failed.
@@ -53,6 +58,8 @@ impl From<Tool> for u8 {
         match code {
             Tool::Success => 0,
             Tool::Failure => 1,
+            Tool::NotFound => 2,
+            Tool::Conflict => 3,
             Tool::Usage => 100,
             Tool::Temporary => 111,
         }
@@ -93,6 +100,8 @@ mod tests {
     fn tool_codes_follow_s6() {
         assert_eq!(u8::from(Tool::Success), 0);
         assert_eq!(u8::from(Tool::Failure), 1);
+        assert_eq!(u8::from(Tool::NotFound), 2);
+        assert_eq!(u8::from(Tool::Conflict), 3);
         assert_eq!(u8::from(Tool::Usage), 100);
         assert_eq!(u8::from(Tool::Temporary), 111);
     }
@@ -112,12 +121,12 @@ mod tests {
     }
 
     /// Every variant of [`Tool`], as [`all_supervisor`].
-    fn all_tool() -> [Tool; 4] {
+    fn all_tool() -> [Tool; 6] {
         use Tool::*;
-        let all = [Success, Failure, Usage, Temporary];
+        let all = [Success, Failure, NotFound, Conflict, Usage, Temporary];
         for code in all {
             match code {
-                Success | Failure | Usage | Temporary => {}
+                Success | Failure | NotFound | Conflict | Usage | Temporary => {}
             }
         }
         all
@@ -270,6 +279,8 @@ mod tests {
         match code {
             Tool::Success => "done",
             Tool::Failure => "failed",
+            Tool::NotFound => "no such instance",
+            Tool::Conflict => "refused in the instance's present state",
             Tool::Usage => "misuse",
             Tool::Temporary => "temporary failure",
         }
@@ -291,6 +302,11 @@ mod tests {
             supervisor_words,
         );
         check("man/pm-heart.8", &all_tool(), &tool, true, tool_words);
-        check("man/pm-runtime.1", &all_tool(), &tool, false, tool_words);
+        // pm-runtime has no instances: it never exits 2 or 3.
+        let runtime_codes: Vec<Tool> = all_tool()
+            .into_iter()
+            .filter(|t| !matches!(t, Tool::NotFound | Tool::Conflict))
+            .collect();
+        check("man/pm-runtime.1", &runtime_codes, &tool, false, tool_words);
     }
 }

@@ -1,5 +1,6 @@
 //! A detached `pm-supervisor`, seen from the program that runs it: launch
-//! it, tell whether it still runs, end it.
+//! it, tell whether it still runs, have it forward a signal to its
+//! command, end it.
 //!
 //! Used by the heart for every supervised instance and by the managed
 //! Apache for its server. The control file is written atomically (mode 0600: it holds the
@@ -18,7 +19,8 @@ use nix::sys::signal::Signal;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::process::{self, Identity};
-use crate::protocol::ControlFile;
+use crate::protocol::{ControlFile, ForwardSignal};
+use crate::signal;
 use crate::wait;
 
 /// Extra time, beyond the command's stop timeout, that [`terminate`]
@@ -181,4 +183,35 @@ pub(crate) fn terminate(
     } else {
         Terminated::WouldNotStop
     }
+}
+
+/// Asks the supervisor `identity`, only if it still supervises
+/// `control_path`, to forward `signal` to its command's process group
+/// (the forward channel of `pm-supervisor(8)`: [`signal::FORWARD_SIGNAL`]
+/// queued with the signal's number as its value). Returns false when it
+/// is gone, or is not that supervisor any more.
+///
+/// # Errors
+///
+/// The supervisor does not catch the forward signal (it predates the
+/// channel; it would die of it), or the signal cannot be queued.
+pub(crate) fn forward(
+    identity: &Identity,
+    control_path: &Path,
+    signal: ForwardSignal,
+) -> Result<bool> {
+    if !is_supervising(identity, control_path) {
+        return Ok(false);
+    }
+    if !signal::catches_forward_requests(identity.pid) {
+        return Err(Error::invalid(format!(
+            "supervisor {} does not take forward requests (started by an older pm-supervisor); \
+             restart the instance first",
+            identity.pid
+        )));
+    }
+    // As with `Identity::signal`, the window between the check and the
+    // queue is a few microseconds.
+    signal::request_forward(identity.pid, signal.number())?;
+    Ok(true)
 }

@@ -77,10 +77,14 @@ fn whole_lifecycle_through_the_client() {
     let body = http_get(&url);
     assert!(body.contains("I am instance life-1"), "{body}");
 
-    // Refusals: one line, the heart's reason, exit 1.
-    for args in [["start", "life-1"], ["deregister", "life-1"]] {
+    // A start of a running instance succeeds, saying so.
+    assert_eq!(heart.ok(&["start", "life-1"]), "life-1: already RUNNING\n");
+
+    // Refusals in this state: one line, the heart's reason, exit 3.
+    {
+        let args = ["deregister", "life-1"];
         let out = heart.client(&args);
-        let stderr = exited_with(&out, 1, &args.join(" "));
+        let stderr = exited_with(&out, 3, &args.join(" "));
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
             stderr.contains("RUNNING") && stderr.ends_with("(HTTP 409)\n"),
@@ -152,7 +156,7 @@ fn errors_have_one_line_and_the_documented_exit_code() {
     let heart = TestHeart::serve("client-errors", &[]);
 
     let out = heart.client(&["show", "nope"]);
-    let stderr = exited_with(&out, 1, "show nope");
+    let stderr = exited_with(&out, 2, "show nope");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("pm-heart: fatal: "), "{stderr}");
     assert!(stderr.contains("(HTTP 404)"), "{stderr}");

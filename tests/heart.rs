@@ -436,7 +436,15 @@ fn bad_input_is_refused_and_changes_nothing() {
     cases.push(("unknown instance", heart.start("nobody"), 404));
     cases.push(("unknown route", heart.call("GET", "/nowhere", None), 404));
     cases.push(("wrong method", heart.call("PUT", "/instances", None), 405));
-    cases.push(("start while running", heart.start("ok1"), 409));
+    cases.push((
+        "a signal that may not be sent",
+        heart.call(
+            "POST",
+            "/instances/ok1/signal",
+            Some(json!({"signal": "KILL"})),
+        ),
+        400,
+    ));
     cases.push((
         "deregister while running",
         heart.call("DELETE", "/instances/ok1", None),
@@ -454,13 +462,19 @@ fn bad_input_is_refused_and_changes_nothing() {
             "{what}: error body {answer:?}"
         );
     }
+    // A start of a running instance is answered as it is (issue 11).
+    let again = heart.start("ok1");
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.json()["already"], true, "{again:?}");
     assert_eq!(heart.store_files(), catalog);
     assert!(!heart.data().join("instances/new1").exists());
     assert_eq!(heart.state("ok1"), "RUNNING");
     assert_eq!(request(&heart, "GET", "/health", None, b"").status, 200);
 
     assert_eq!(heart.stop("ok1").status, 200);
-    assert_eq!(heart.stop("ok1").status, 409, "stop from STOPPED");
+    let again = heart.stop("ok1");
+    assert_eq!(again.status, 200, "stop from STOPPED: {again:?}");
+    assert_eq!(again.json()["already"], true, "{again:?}");
 }
 
 #[test]

@@ -85,8 +85,10 @@ fn a_killed_heart_finds_its_instances_again() {
         .contains("exited with code 5"));
     assert!(!heart.data().join("supervisor/gone.exited").exists());
 
-    let decoyed = heart.show("decoyed");
-    assert_eq!(decoyed["state"], "SUSPENDED", "{decoyed}");
+    // Found gone and left running: brought back (issue 11), under a new
+    // supervisor, never trusting the decoy at the recorded pid.
+    let decoyed = heart.wait_state("decoyed", "RUNNING");
+    assert_ne!(decoyed["pid"].as_i64(), Some(i64::from(decoy.pid())));
     assert!(!heart.data().join("supervisor/decoyed.exited").exists());
     assert_eq!(
         fs::read_to_string(heart.data().join("supervisor/decoyed.exited.corrupt")).unwrap(),

@@ -7,8 +7,13 @@
 //! | `GET /instances` | 200 `{"instances": [...]}` |
 //! | `POST /instances` | 201 the instance (`REGISTERED`); 400 bad JSON, wrong field type, unknown field, bad id; 409 id in use or port range exhausted; 422 unknown runtime or version, bad runtime parameters, missing or unusable source |
 //! | `GET /instances/ID` | 200 the instance; 404 |
-//! | `POST /instances/ID/start` | 200 the instance (`RUNNING`); 404; 409 wrong state, or port already in use (then `ERROR`); 500 start failed (`ERROR`, the reason and the log tail in `error`) |
-//! | `POST /instances/ID/stop` | 200 the instance (`STOPPED`); 404; 409 `REGISTERED` or `STOPPED`; 500 it could not be stopped |
+//! | `POST /instances/ID/start` | 200 the instance (`RUNNING`; with `"already": true` when it was `RUNNING` already); 404; 409 wrong state, or port already in use (then `ERROR`); 500 start failed (`ERROR`, the reason and the log tail in `error`) |
+//! | `POST /instances/ID/stop` | 200 the instance (`STOPPED`; with `"already": true` when it was `STOPPED` or `REGISTERED` already); 404; 500 it could not be stopped |
+//! | `POST /instances/start-all` | 200 `{"started": [...], "failed": [{"instance_id", "error"}]}`: every instance whose desired state is `running` and that is not `RUNNING` |
+//! | `POST /instances/ID/restart` | like start, after a stop; same port |
+//! | `POST /instances/ID/signal` | `{"signal": "HUP"}` forwarded through the supervisor: 200 the instance; 400 a signal that may not be sent; 404; 409 not running under a live supervisor, or run by the managed Apache |
+//! | `PATCH /instances/ID` | 200 the updated instance; 400 malformed or unknown field; 404; 422 version or parameters invalid |
+//! | `PUT /instances/ID/source` | `{"source", "manifest"?}`: redeploy in place, answered like a start; 404; 422 bad source or manifest |
 //! | `DELETE /instances/ID` | 200 the instance (`DEREGISTERED`, then gone); 404; 409 `STARTING` or `RUNNING` |
 //! | `GET /instances/ID/log[?tail=N\|?since=T]` | 200 text/plain (the whole log up to its last MiB, or its last N lines, or its lines since T); 404 |
 //! | `GET /instances/ID/log?follow=1[&tail=N\|&since=T]` | 200 text/plain, streamed (chunked) as lines are written, until the client closes or the instance is deregistered; 404 |
@@ -32,7 +37,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
-use super::instance::{Node, Origin};
+use super::instance::{Done, Node};
 use crate::error::{Error, Refusal};
 use crate::http::{self, Body, Method, Plan, Pool, Response, Service};
 use crate::protocol::{self, InstanceId, InstanceList, State};
@@ -159,7 +164,9 @@ impl Service for Api {
         let slow = matches!(
             (request.method(), request.segments().as_slice()),
             (Method::Post, ["instances"])
-                | (Method::Post, ["instances", _, "start" | "stop"])
+                | (Method::Post, ["instances", "start-all"])
+                | (Method::Post, ["instances", _, "start" | "stop" | "restart"])
+                | (Method::Put, ["instances", _, "source"])
                 | (Method::Delete, ["instances", _])
         );
         let pool = if slow {
@@ -223,6 +230,28 @@ fn authorised(node: &Node, request: &http::Request) -> bool {
         .header("Authorization")
         .and_then(|value| value.strip_prefix("Bearer "))
         .is_some_and(|t| secret_eq(t.trim().as_bytes(), node.token().as_bytes()))
+}
+
+/// A JSON body of type `T`; `what` names it in the refusal.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Error> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::refused(Refusal::BadRequest, format!("invalid {what}: {e}")))
+}
+
+/// The answer to an idempotent start or stop: the instance, with
+/// `"already": true` when it already was as asked.
+fn done_reply(done: &Done) -> Reply {
+    match serde_json::to_value(&done.view) {
+        Ok(mut value) => {
+            if done.already {
+                if let Some(map) = value.as_object_mut() {
+                    map.insert("already".into(), serde_json::Value::Bool(true));
+                }
+            }
+            json_reply(200, &value)
+        }
+        Err(e) => error_reply(&Rejection::Node(Error::json("answer", e))),
+    }
 }
 
 pub(super) fn parse_id(id: &str) -> Result<InstanceId, Error> {
@@ -317,7 +346,7 @@ fn dispatch(
     segments: &[&str],
     query: &str,
 ) -> Result<Reply, Rejection> {
-    use Method::{Delete, Get, Post};
+    use Method::{Delete, Get, Patch, Post, Put};
     match (method, segments) {
         (Get, ["health"]) => Ok(json_reply(
             200,
@@ -341,10 +370,11 @@ fn dispatch(
             let id = &parse_id(id)?;
             Ok(json_reply(200, &node.deregister(id)?))
         }
+        (Post, ["instances", "start-all"]) => Ok(json_reply(200, &node.start_all())),
         (Post, ["instances", id, "start"]) => {
             let id = &parse_id(id)?;
-            match node.start(id, Origin::Api) {
-                Ok(view) => Ok(json_reply(200, &view)),
+            match node.ensure_running(id) {
+                Ok(done) => Ok(done_reply(&done)),
                 Err(Error::Refused(
                     refusal @ (Refusal::Conflict(_) | Refusal::Unprocessable(_)),
                 )) => {
@@ -359,7 +389,24 @@ fn dispatch(
         }
         (Post, ["instances", id, "stop"]) => {
             let id = &parse_id(id)?;
-            Ok(json_reply(200, &node.stop(id)?))
+            Ok(done_reply(&node.ensure_stopped(id)?))
+        }
+        (Post, ["instances", id, "restart"]) => {
+            let id = &parse_id(id)?;
+            Ok(json_reply(200, &node.restart(id)?))
+        }
+        (Post, ["instances", id, "signal"]) => {
+            let id = &parse_id(id)?;
+            let req: protocol::SignalRequest = parse_json(&body, "signal request")?;
+            Ok(json_reply(200, &node.signal(id, req.signal)?))
+        }
+        (Patch, ["instances", id]) => {
+            let id = &parse_id(id)?;
+            Ok(json_reply(200, &node.patch(id, &body)?))
+        }
+        (Put, ["instances", id, "source"]) => {
+            let id = &parse_id(id)?;
+            Ok(json_reply(200, &node.replace_source(id, &body)?))
         }
         (Get, ["instances", id, "log"]) => {
             let id = &parse_id(id)?;
@@ -381,7 +428,7 @@ fn dispatch(
             | ["events"]
             | ["instances"]
             | ["instances", _]
-            | ["instances", _, "start" | "stop" | "log"]
+            | ["instances", _, "start" | "stop" | "log" | "restart" | "signal" | "source"]
             | ["instance", "exit", _, _, _]
             | ["uploads"],
         ) => Err(Rejection::MethodNotAllowed(method.clone())),

@@ -28,6 +28,11 @@
 //!   nothing once shutdown began.
 //! - `restart-ID` (at most one per instance): one restart each: joined by
 //!   `Node::shutdown`, after the checker (so no new one starts).
+//! - `resume` (once, when instances were found gone at start-up): brings
+//!   them back through 8 scoped threads of its own, each taking the next
+//!   id until none is left or shutdown began; joined by `Node::shutdown`
+//!   first. `POST /instances/start-all` runs the same 8 scoped threads
+//!   inside its request's worker.
 //! - `pacemaker` (with `--pacemaker`): delivers the controller reports.
 //!   Not joined: `Node::shutdown` waits up to 5 s for the shutdown report
 //!   to be delivered, then the process exits.
@@ -72,19 +77,45 @@ const PROG: &str = "pm-heart";
 /// The top-level usage text.
 const USAGE: &str = "\
 usage: pm-heart serve [OPTIONS]        run the node agent (see pm-heart serve --help)
-       pm-heart COMMAND [OPTIONS]      talk to a running agent:
-           list, show, register, start, stop, deregister, log, events, runtimes, deploy
+       pm-heart [CLIENT-OPTIONS] COMMAND [ARGS] [CLIENT-OPTIONS]
+                                       talk to a running agent:
+           list, show, register, start, stop, restart, signal, update,
+           deregister, log, events, runtimes, deploy (see pm-heart list --help)
        pm-heart --help | --version
 ";
 
+/// Splits the command line into the subcommand and its arguments; client
+/// options given before the subcommand (`pm-heart --data-dir D list`) are
+/// moved after it, where every subcommand's parser takes them.
+fn split_command(args: Vec<OsString>) -> Option<(OsString, Vec<OsString>)> {
+    let mut leading = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        let takes_value = client::VALUE_OPTIONS.contains(&text.as_ref());
+        let inline = client::VALUE_OPTIONS
+            .iter()
+            .any(|o| text.starts_with(&format!("{o}=")));
+        if takes_value {
+            leading.push(arg);
+            leading.extend(args.next());
+        } else if inline || text == "--json" {
+            leading.push(arg);
+        } else {
+            let mut rest: Vec<OsString> = args.collect();
+            rest.extend(leading);
+            return Some((arg, rest));
+        }
+    }
+    None
+}
+
 /// Entry point of `pm-heart`.
 pub fn main() -> ExitCode {
-    let mut args = std::env::args_os().skip(1);
-    let Some(first) = args.next() else {
+    let Some((first, rest)) = split_command(std::env::args_os().skip(1).collect()) else {
         let _ = cli::print(USAGE);
         return Tool::Usage.into();
     };
-    let rest: Vec<OsString> = args.collect();
     match first.to_str() {
         Some("serve") => serve_main(rest),
         Some("-h" | "--help" | "help") => {
@@ -150,6 +181,37 @@ fn exit_code(err: &Error) -> Tool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_options_may_come_before_the_subcommand() {
+        let split = |args: &[&str]| {
+            split_command(args.iter().map(OsString::from).collect()).map(|(c, rest)| {
+                let rest: Vec<String> = rest
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                (c.to_string_lossy().into_owned(), rest)
+            })
+        };
+        assert_eq!(
+            split(&["--data-dir", "/d", "--json", "show", "x"]),
+            Some((
+                "show".into(),
+                vec![
+                    "x".into(),
+                    "--data-dir".into(),
+                    "/d".into(),
+                    "--json".into()
+                ]
+            ))
+        );
+        assert_eq!(
+            split(&["--token=t", "list"]),
+            Some(("list".into(), vec!["--token=t".into()]))
+        );
+        assert_eq!(split(&["--help"]), Some(("--help".into(), vec![])));
+        assert_eq!(split(&["--json"]), None);
+    }
 
     #[test]
     fn serve_exit_codes_come_from_variants() {

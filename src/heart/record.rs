@@ -15,8 +15,8 @@ use super::store::{Keyed, Store};
 use crate::error::Result;
 use crate::process::Identity;
 use crate::protocol::{
-    Application, Environment, HealthCheck, InstanceId, InstanceView, LastExit, Parameters, Restart,
-    RuntimeSpec, Seconds, State,
+    Application, Desired, Environment, HealthCheck, InstanceId, InstanceView, LastExit, Parameters,
+    Restart, RuntimeSpec, Seconds, State,
 };
 use crate::rfc3339::Timestamp;
 
@@ -98,6 +98,11 @@ pub(crate) struct Record {
     /// Restart backoff.
     #[serde(default)]
     pub backoff: Backoff,
+    // Issue 11: lifecycle.
+    /// What the operator last asked for; `None` in a record written before
+    /// the field existed, until [`load`] derives it from the state.
+    #[serde(default)]
+    pub desired: Option<Desired>,
     // Issue 13: observability.
     /// Its health check (`None`: a TCP connect when it has a port).
     #[serde(default)]
@@ -126,6 +131,15 @@ pub(crate) struct Exit {
 }
 
 impl Record {
+    /// What the operator last asked for. A record written before the
+    /// field existed is taken to want what its state shows.
+    pub(crate) fn desired(&self) -> Desired {
+        self.desired.unwrap_or(match self.state {
+            State::Starting | State::Running | State::Suspended => Desired::Running,
+            _ => Desired::Stopped,
+        })
+    }
+
     /// The API view of this record.
     pub(crate) fn view(&self) -> InstanceView {
         InstanceView {
@@ -143,6 +157,7 @@ impl Record {
                 State::Starting | State::Running => self.supervisor.map(|s| s.pid),
                 _ => None,
             },
+            desired: self.desired(),
             app_pid: match self.state {
                 State::Starting | State::Running => self
                     .app
@@ -184,6 +199,9 @@ pub(crate) fn load(layout: &Layout) -> Result<(Store, BTreeMap<InstanceId, Recor
             // A register that never finished: its copy is not trusted.
             store.remove(&record.instance_id)?;
             continue;
+        }
+        if record.desired.is_none() {
+            record.desired = Some(record.desired());
         }
         if record.startup_timeout.is_none() {
             // Checked at register: the default is never needed.

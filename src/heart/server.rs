@@ -127,6 +127,9 @@ pub(crate) fn serve(config: Config) -> Result<()> {
 
     cli::print(&format!("listening on {listen}\n")).map_err(|e| Error::io("write", "stdout", e))?;
     notify::notify("READY=1");
+    // Instances found gone that should be running come back in the
+    // background, once the API answers.
+    node.spawn_resume();
 
     loop {
         match signals.recv() {

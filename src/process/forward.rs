@@ -18,7 +18,6 @@ use std::thread;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
@@ -124,17 +123,17 @@ impl Slot {
 /// and makes a few system calls, nothing deeper.
 const FORWARDER_STACK: usize = 32 * 1024;
 
-/// Starts the `signal-forwarder` thread: it hands every signal `recv`
-/// returns (in practice [`crate::signal::SignalPipe::recv`]) to
-/// `forward`, until `recv` fails, which it hands to `failed` before it
+/// Starts the `signal-forwarder` thread: it hands every signal (or
+/// other event) `recv` returns (in practice
+/// [`crate::signal::SignalPipe::recv`] or `recv_caught`) to `forward`, until `recv` fails, which it hands to `failed` before it
 /// ends. Nobody joins it; it lives as long as the signal source.
 ///
 /// # Errors
 ///
 /// The thread cannot be started.
-pub(crate) fn spawn_forwarder(
-    mut recv: impl FnMut() -> io::Result<Signal> + Send + 'static,
-    mut forward: impl FnMut(Signal) + Send + 'static,
+pub(crate) fn spawn_forwarder<T>(
+    mut recv: impl FnMut() -> io::Result<T> + Send + 'static,
+    mut forward: impl FnMut(T) + Send + 'static,
     failed: impl FnOnce(io::Error) + Send + 'static,
 ) -> io::Result<()> {
     thread::Builder::new()
@@ -153,6 +152,7 @@ pub(crate) fn spawn_forwarder(
 mod tests {
     use super::*;
     use crate::process::{signal_group, squat};
+    use nix::sys::signal::Signal;
     use std::os::unix::process::CommandExt;
     use std::process::Command;
     use std::sync::{mpsc, Arc};

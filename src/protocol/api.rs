@@ -165,6 +165,10 @@ pub struct InstanceView {
     /// The supervisor's pid while running under one.
     #[serde(default)]
     pub pid: Option<i32>,
+    // Issue 11: lifecycle.
+    /// What the operator last asked for: `running` or `stopped`.
+    #[serde(default)]
+    pub desired: Desired,
     // Issue 13: observability.
     /// The application's own pid (its process group) while it runs.
     #[serde(default)]
@@ -226,6 +230,104 @@ pub struct Health {
     pub last_checked: Option<String>,
     /// Why the last check failed; empty when it passed.
     pub message: String,
+}
+
+/// What the operator last asked of an instance (issue 11): start,
+/// restart and redeploy ask for `running`; stop (and register) for
+/// `stopped`. An instance that should be running and is found gone when
+/// the heart starts is started again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    /// It should be running.
+    Running,
+    /// It should not run (the default: registered, or stopped).
+    #[default]
+    Stopped,
+}
+
+impl Desired {
+    /// The name on the wire: `running`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+        }
+    }
+}
+
+/// The runtime part of `PATCH /instances/ID`: what may change of the
+/// runtime (not its name).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeUpdate {
+    /// A new requested version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Parameters to set; a `null` value removes the parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Parameters>,
+}
+
+/// The body of `PATCH /instances/ID`: every field is optional, and only
+/// those given change. Validated as at register; applied at the next
+/// start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// Variables to set; a `null` value removes the variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<std::collections::BTreeMap<String, Option<String>>>,
+    /// The runtime's version and parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeUpdate>,
+    /// A new restart policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+    /// New startup commands (replacing the old list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<Vec<String>>,
+    // Fields of other issues (`user`, `limits`, `health_check`) are added
+    // here, each an `Option` of its validated type.
+    // Issue 13: observability.
+    /// A new health check, replacing the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// The body of `PUT /instances/ID/source` (redeploy in place).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRequest {
+    /// The new source, as in a register: a path on this node, an
+    /// `http://` URL, or `upload:ID`.
+    pub source: PathBuf,
+    /// The SHA-256 the source archive must have, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha256: Option<String>,
+    /// The new description of the application, replacing the old one
+    /// (its application name and `standalone` must stay the same); the
+    /// old one is kept when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
+}
+
+/// The answer to `POST /instances/start-all`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartAllAnswer {
+    /// The instances that were started, as they are now.
+    pub started: Vec<InstanceView>,
+    /// Those that could not be started, with why.
+    pub failed: Vec<ApiErrorOf>,
+}
+
+/// One failure of `POST /instances/start-all`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiErrorOf {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// `GET /instances`.

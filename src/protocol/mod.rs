@@ -12,6 +12,8 @@
 //! - [`health`]: an instance's health check;
 //! - [`limits`]: an instance's resource limits, parsed once at the edge;
 //! - [`api`]: the heart's HTTP API bodies;
+//! - [`forward`]: the signals an application may be sent through its
+//!   supervisor;
 //! - [`plugin`]: the external runtime plugin protocol;
 //! - [`pacemaker`]: the reports to the optional controller.
 //!
@@ -25,6 +27,7 @@ use serde_json::{Map, Value};
 pub mod api;
 pub mod control;
 pub mod exited;
+pub mod forward;
 pub mod health;
 pub mod id;
 pub mod limits;
@@ -34,12 +37,14 @@ pub mod plugin;
 pub mod seconds;
 
 pub use api::{
-    ApiError, Application, Health, HealthStatus, InstanceList, InstanceView, LastExit, Manifest,
-    RegisterRequest, Restart, RuntimeSpec, State,
+    ApiError, ApiErrorOf, Application, Desired, Health, HealthStatus, InstanceList, InstanceView,
+    LastExit, Manifest, RegisterRequest, Restart, RuntimeSpec, RuntimeUpdate, SourceRequest,
+    StartAllAnswer, State, UpdateRequest,
 };
 pub use control::{
     exit_report_path, Command, ControlFile, DEFAULT_REPORT_DEADLINE, DEFAULT_STOP_TIMEOUT,
 };
+pub use forward::{ForwardSignal, InvalidSignal, SignalRequest};
 pub use health::{CheckKind, HealthCheck};
 pub use id::{InstanceId, InvalidId, INSTANCE_ID_MAX};
 pub use limits::{Bytes, CpuMax, InvalidLimit, Limits};

@@ -5,14 +5,16 @@
 //! 1. read and validate the control file (exit 1, 2 or 3 with one line on
 //!    stderr if it is missing, unreadable or invalid); with `--detach`,
 //!    fork: the parent exits 0 at once, the child goes on in a new session;
-//! 2. catch SIGTERM, SIGHUP and SIGINT into the self-pipe, become a child
-//!    subreaper, open the log, start the `output-copier` thread on a new
-//!    pipe, start the command in its own process group with that pipe as
-//!    its stdout and stderr and SIGKILL as its parent-death signal; write
-//!    the pidfile, then the startflag;
+//! 2. catch SIGTERM, SIGHUP and SIGINT into the self-pipe, and the forward
+//!    channel's real-time signal (`relay`), become a child subreaper, open
+//!    the log, start the `output-copier` thread on a new pipe, start the
+//!    command in its own process group with that pipe as its stdout and
+//!    stderr and SIGKILL as its parent-death signal; write the pidfile,
+//!    then the startflag;
 //! 3. the main thread waits (blocking `waitid`) and reaps; the
 //!    `signal-forwarder` thread turns a SIGTERM into SIGTERM to the
-//!    command's group and, after `stop_timeout`, SIGKILL; the
+//!    command's group and, after `stop_timeout`, SIGKILL, and passes a
+//!    forward request's signal on to the group (`relay`); the
 //!    `output-copier` thread appends what comes through the pipe to the
 //!    log by whole lines, rotating it by size (`log`, `logfile`);
 //! 4. once the command has ended, let the copier reach the end of the
@@ -34,6 +36,7 @@
 //! thread waits for (bounded) through [`Copier::wait`].
 
 mod log;
+mod relay;
 mod report;
 
 use std::ffi::OsString;
@@ -61,7 +64,7 @@ use crate::process::forward::{self, Others, Slot};
 use crate::process::{self, Confinement, Credentials, Detached, Notifier};
 use crate::protocol::{self, exited, ControlFile, LogKeep, LogSize};
 use crate::shellwords;
-use crate::signal::{self, SignalPipe};
+use crate::signal::{self, Caught, SignalPipe};
 use crate::wait;
 
 use self::log::Log;
@@ -76,6 +79,9 @@ usage: pm-supervisor [--detach] CONTROL_FILE
 
 Runs the command described by the JSON control file CONTROL_FILE, forwards
 a stop request (SIGTERM) to it, and reports how it ended to the heart.
+Signal 50 queued with sigqueue(3) and a value of HUP, INT, QUIT, USR1,
+USR2, TERM or WINCH (1, 2, 3, 10, 12, 15, 28) sends that signal to the
+command's process group (the forward channel).
 
 options:
   --detach    start the supervisor in a new session and exit at once
@@ -313,7 +319,9 @@ pub fn main() -> ExitCode {
     };
     // Caught from the start, so that a stop request that comes while the
     // control file is read is kept in the pipe, not lost.
-    let pipe = match signal::install(&[Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT]) {
+    let installed = signal::install(&[Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT])
+        .and_then(|pipe| signal::catch_forward_requests().map(|()| pipe));
+    let pipe = match installed {
         Ok(pipe) => pipe,
         Err(err) => {
             cli::fatal(PROG, err);
@@ -510,8 +518,13 @@ fn spawn_forwarder(
     let (slot, stop_requested) = (Arc::clone(slot), Arc::clone(stop_requested));
     let (log, failed_log) = (Arc::clone(log), Arc::clone(log));
     forward::spawn_forwarder(
-        move || pipe.recv(),
-        move |signal| forward_signal(signal, &slot, &stop_requested, &log, stop_timeout),
+        move || pipe.recv_caught(),
+        move |caught| match caught {
+            Caught::Signal(signal) => {
+                forward_signal(signal, &slot, &stop_requested, &log, stop_timeout);
+            }
+            Caught::Forward(number) => relay::forward_request(number, &slot, &log),
+        },
         move |err| failed_log.error(format_args!("Unable to read the signal pipe: {err}")),
     )
     .map_err(|e| Error::sys("start the signal-forwarder thread", errno_of(&e)))

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use heart::TestHeart;
 #[allow(unused_imports)]
-pub use process::{alive, is_supervisor, ChildGuard, KillOnDrop};
+pub use process::{alive, is_supervisor, supervisor_pids, ChildGuard, KillOnDrop};
 
 pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_pm-supervisor");
 pub const HEART: &str = env!("CARGO_BIN_EXE_pm-heart");

@@ -152,3 +152,22 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// The live supervisors whose pidfiles are in `DATA/supervisor/`.
+pub fn supervisor_pids(data: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(data.join("supervisor")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "pid"))
+        .filter_map(|entry| {
+            std::fs::read_to_string(entry.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .filter(|&pid| is_supervisor(pid))
+        .collect()
+}

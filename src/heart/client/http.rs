@@ -150,10 +150,26 @@ impl Heart {
 
     /// `POST path`, with a JSON `body` or none.
     pub(super) fn post(&self, path: &str, body: Option<&[u8]>) -> Outcome<String> {
-        let request = self
-            .agent
-            .post(self.url(path))
-            .header("Authorization", &self.bearer);
+        self.send(self.agent.post(self.url(path)), body)
+    }
+
+    /// `PUT path` with a JSON `body`.
+    pub(super) fn put(&self, path: &str, body: &[u8]) -> Outcome<String> {
+        self.send(self.agent.put(self.url(path)), Some(body))
+    }
+
+    /// `PATCH path` with a JSON `body`.
+    pub(super) fn patch(&self, path: &str, body: &[u8]) -> Outcome<String> {
+        self.send(self.agent.patch(self.url(path)), Some(body))
+    }
+
+    /// Sends a request that may carry a JSON body, with the token.
+    fn send(
+        &self,
+        request: ureq::RequestBuilder<ureq::typestate::WithBody>,
+        body: Option<&[u8]>,
+    ) -> Outcome<String> {
+        let request = request.header("Authorization", &self.bearer);
         self.answer(match body {
             Some(body) => request.content_type("application/json").send(body),
             None => request.send_empty(),
@@ -258,6 +274,7 @@ mod tests {
             since: None,
             follow: false,
             id: None,
+            new: false,
         };
         let heart = Heart::connect(&args).unwrap();
         let answers = [
@@ -282,7 +299,7 @@ mod tests {
         });
         assert_eq!(heart.get("/instances").unwrap(), r#"{"instances": []}"#);
         let refused = heart.get("/instances/x").unwrap_err();
-        assert_eq!(refused.exit_code(), Tool::Failure);
+        assert_eq!(refused.exit_code(), Tool::NotFound);
         assert_eq!(refused.to_string(), "no instance x (HTTP 404)");
         let refused = heart.get("/runtimes").unwrap_err();
         assert_eq!(refused.to_string(), "bad gateway (HTTP 502)");

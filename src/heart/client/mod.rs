@@ -1,5 +1,7 @@
 //! The `pm-heart` client commands: `list`, `show`, `register`, `start`,
-//! `stop`, `deregister`, `log`, `events`, `runtimes` and `deploy`, talking to a
+//! `stop`, `restart`, `signal`, `update`, `deregister`, `log`, `events`,
+//! `runtimes` and `deploy` (`lifecycle` holds those of issue 11,
+//! `observe` those of issue 13), talking to a
 //! running heart whose address and token are read from its data directory
 //! (`DATA_DIR/address`, `DATA_DIR/token`) or given as options.
 //!
@@ -9,13 +11,16 @@
 //!
 //! Every failure is a [`Failed`] kind, and [`Failed::exit_code`] is the
 //! one place that maps it to an exit status (`exit::Tool`): a request the
-//! heart refused is 1 whatever its HTTP status, misuse (a bad option,
-//! argument or input file) is 100, a heart that cannot be reached, or
-//! whose address or token file is missing, is 111; anything else (an
-//! answer that cannot be read, a start that ended in `ERROR`) is 1.
+//! heart refused is 2 for "no such instance" (404), 3 for "refused in this
+//! state" (409), 1 for any other status; misuse (a bad option, argument
+//! or input file) is 100, a heart that cannot be reached, or whose
+//! address or token file is missing, is 111; anything else (an answer
+//! that cannot be read, a start that ended in `ERROR`) is 1. With
+//! `--json` every failure is also printed on stdout as `{"error": ...}`.
 
 mod args;
 mod http;
+mod lifecycle;
 mod observe;
 mod render;
 
@@ -30,6 +35,7 @@ use std::process::ExitCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub(crate) use self::args::VALUE_OPTIONS;
 use self::args::{Args, Command, COMMANDS, USAGE};
 use self::http::Heart;
 use self::render::{
@@ -62,6 +68,9 @@ enum Failed {
     /// Anything else: an answer that cannot be read, a start that ended
     /// in `ERROR`, output that cannot be written.
     Other(Error),
+    /// A failure whose answer was printed already (with `--json`, the
+    /// heart's own `{"error": ..., "instance": ...}`): exits like `inner`.
+    Printed(Box<Failed>),
 }
 
 impl Failed {
@@ -72,14 +81,20 @@ impl Failed {
             Failed::Unreachable(_) => Tool::Temporary,
             Failed::Refused { status, .. } => refused_code(*status),
             Failed::Other(_) => Tool::Failure,
+            Failed::Printed(inner) => inner.exit_code(),
         }
     }
 }
 
-/// The exit status of a request the heart refused with `status`: every
-/// refusal is a failure of the request (`pm-heart(8)`, EXIT STATUS).
-fn refused_code(_status: u16) -> Tool {
-    Tool::Failure
+/// The exit status of a request the heart refused with `status`
+/// (`pm-heart(8)`, EXIT STATUS): 404 is "no such instance", 409 "refused
+/// in this state", any other refusal a failure of the request.
+fn refused_code(status: u16) -> Tool {
+    match status {
+        404 => Tool::NotFound,
+        409 => Tool::Conflict,
+        _ => Tool::Failure,
+    }
 }
 
 impl fmt::Display for Failed {
@@ -91,6 +106,7 @@ impl fmt::Display for Failed {
             Failed::Refused {
                 status, message, ..
             } => write!(f, "{}", Error::api(*status, message.clone())),
+            Failed::Printed(inner) => write!(f, "{inner}"),
         }
     }
 }
@@ -99,9 +115,13 @@ type Outcome<T> = std::result::Result<T, Failed>;
 
 /// Runs client subcommand `command` with the arguments that follow it.
 pub(crate) fn run(command: &str, args: Vec<OsString>) -> ExitCode {
-    let args = match args::parse(command, args) {
+    let json = args.iter().any(|a| a == "--json");
+    let args = match args::parse(command, args, args::Environment::read()) {
         Ok(args) => args,
         Err(err) => {
+            if json {
+                print_error_json(&err.to_string(), None);
+            }
             cli::fatal(PROG, err);
             let known = COMMANDS.contains(&command);
             let _ = writeln!(
@@ -125,10 +145,35 @@ pub(crate) fn run(command: &str, args: Vec<OsString>) -> ExitCode {
     match execute(&args, command) {
         Ok(()) => Tool::Success.into(),
         Err(failed) => {
+            if args.json {
+                print_failure_json(&failed);
+            }
             cli::fatal(PROG, &failed);
             failed.exit_code().into()
         }
     }
+}
+
+/// With `--json`, a failure is also printed on stdout as `{"error": ...}`
+/// (with `"status"`, the HTTP status, when the heart refused), unless the
+/// heart's own answer was printed already (a start that ended in ERROR).
+fn print_failure_json(failed: &Failed) {
+    match failed {
+        Failed::Refused {
+            status, message, ..
+        } => print_error_json(message, Some(*status)),
+        Failed::Printed(_) => {}
+        other => print_error_json(&other.to_string(), None),
+    }
+}
+
+/// Prints `{"error": MESSAGE, "status": STATUS}` on stdout.
+fn print_error_json(message: &str, status: Option<u16>) {
+    let mut body = serde_json::json!({ "error": message });
+    if let Some(status) = status {
+        body["status"] = serde_json::Value::from(status);
+    }
+    let _ = cli::print(&format!("{body}\n"));
 }
 
 fn execute(args: &Args, command: Command) -> Outcome<()> {
@@ -157,26 +202,31 @@ fn execute(args: &Args, command: Command) -> Outcome<()> {
             let view: InstanceView = decode(&text)?;
             print(&show_lines(&view, &heart.app_host))
         }
-        Command::Register(_) | Command::Deploy(_) => {
-            let body = body.unwrap_or_default();
-            let text = heart.post("/instances", Some(&body))?;
-            let view: InstanceView = decode(&text)?;
-            if matches!(command, Command::Register(_)) {
-                if args.json {
-                    return print_json(&text);
-                }
-                return print(&format!("{}\n", state_line(&view, &heart.app_host)));
+        Command::Deploy(ref dir) if !args.new => {
+            match lifecycle::redeploy_target(&heart, dir, args.id.as_ref())? {
+                Some(id) => lifecycle::redeploy(&heart, dir, &id, args.json),
+                None => register_and_start(&heart, &command, body, args.json),
             }
-            if !args.json {
-                print(&format!("{}\n", state_line(&view, &heart.app_host)))?;
-            }
-            start(&heart, &view.instance_id, args.json)
         }
+        Command::Register(_) | Command::Deploy(_) => {
+            register_and_start(&heart, &command, body, args.json)
+        }
+
         Command::Start(id) => start(&heart, &id, args.json),
+        Command::StartAll => lifecycle::start_all(&heart, args.json),
         Command::Stop(id) => {
             let text = heart.post(&format!("/instances/{id}/stop"), None)?;
+            if !args.json && already(&text) {
+                return print(&format!(
+                    "{id}: already {}\n",
+                    answered_state(&text, State::Stopped)
+                ));
+            }
             print_state(&id, &text, State::Stopped, args.json)
         }
+        Command::Restart(id) => lifecycle::restart(&heart, &id, args.json),
+        Command::Signal(id, signal) => lifecycle::signal(&heart, &id, signal, args.json),
+        Command::Update(id, update) => lifecycle::update(&heart, &id, &update, args.json),
         Command::Deregister(id) => {
             let text = heart.delete(&format!("/instances/{id}"))?;
             print_state(&id, &text, State::Deregistered, args.json)
@@ -192,6 +242,36 @@ fn execute(args: &Args, command: Command) -> Outcome<()> {
             print(&runtimes_table(&runtimes))
         }
     }
+}
+
+/// Registers (and for `deploy`, starts) from the request `body`.
+fn register_and_start(
+    heart: &Heart,
+    command: &Command,
+    body: Option<Vec<u8>>,
+    json: bool,
+) -> Outcome<()> {
+    let body = body.unwrap_or_default();
+    let text = heart.post("/instances", Some(&body))?;
+    let view: InstanceView = decode(&text)?;
+    if matches!(command, Command::Register(_)) {
+        if json {
+            return print_json(&text);
+        }
+        return print(&format!("{}\n", state_line(&view, &heart.app_host)));
+    }
+    if !json {
+        print(&format!("{}\n", state_line(&view, &heart.app_host)))?;
+    }
+    start(heart, &view.instance_id, json)
+}
+
+/// True when an idempotent start or stop answered `"already": true`.
+fn already(text: &str) -> bool {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.get("already")?.as_bool())
+        .unwrap_or(false)
 }
 
 /// Prints the answer to a stop or deregister: `ID: STATE` (`expected`
@@ -213,14 +293,21 @@ fn start(heart: &Heart, id: &InstanceId, json: bool) -> Outcome<()> {
     let view: InstanceView = decode(&text)?;
     if json {
         print_json(&text)?;
+    } else if already(&text) {
+        print(&format!("{id}: already RUNNING\n"))?;
     } else {
         print(&format!("{}\n", state_line(&view, &heart.app_host)))?;
     }
     if view.state == State::Error {
-        return Err(Failed::Other(Error::invalid(format!(
+        let failed = Failed::Other(Error::invalid(format!(
             "unable to start {id}: {}",
             view.message.trim_end()
-        ))));
+        )));
+        return Err(if json {
+            Failed::Printed(Box::new(failed))
+        } else {
+            failed
+        });
     }
     Ok(())
 }
@@ -257,10 +344,15 @@ fn start_refused(heart: &Heart, id: &InstanceId, json: bool, failed: Failed) -> 
     if let Err(err) = printed {
         return err;
     }
-    Failed::Refused {
+    let failed = Failed::Refused {
         status,
         message: format!("unable to start {id}: {}", message.trim_end()),
         answer,
+    };
+    if json {
+        Failed::Printed(Box::new(failed))
+    } else {
+        failed
     }
 }
 
@@ -282,18 +374,24 @@ fn read_register_file(file: &Path) -> Outcome<Vec<u8>> {
 /// Reads `DIR/paasmaker.json` and makes it a register request with `DIR`
 /// (absolute) as the source.
 fn read_manifest(dir: &Path, instance_id: Option<InstanceId>) -> Outcome<Vec<u8>> {
-    let source = absolute(dir)?;
-    let file = source.join("paasmaker.json");
-    let text = fs::read_to_string(&file)
-        .map_err(|e| Failed::Misuse(Error::io("read manifest", &file, e)))?;
-    let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| Failed::Misuse(Error::json(format!("manifest {}", file.display()), e)))?;
+    let (source, manifest) = load_manifest(dir)?;
     encode(&RegisterRequest {
         instance_id,
         source,
         source_sha256: None,
         manifest,
     })
+}
+
+/// `DIR` made absolute, and the manifest `DIR/paasmaker.json`.
+fn load_manifest(dir: &Path) -> Outcome<(PathBuf, Manifest)> {
+    let source = absolute(dir)?;
+    let file = source.join("paasmaker.json");
+    let text = fs::read_to_string(&file)
+        .map_err(|e| Failed::Misuse(Error::io("read manifest", &file, e)))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Failed::Misuse(Error::json(format!("manifest {}", file.display()), e)))?;
+    Ok((source, manifest))
 }
 
 fn absolute(path: &Path) -> Outcome<PathBuf> {
@@ -344,7 +442,10 @@ mod tests {
             message: "cannot start x: it is RUNNING".into(),
             answer: String::new(),
         };
-        assert_eq!(refused.exit_code(), Tool::Failure);
+        assert_eq!(refused.exit_code(), Tool::Conflict);
+        assert_eq!(refused_code(404), Tool::NotFound);
+        assert_eq!(refused_code(500), Tool::Failure);
+        assert_eq!(refused_code(401), Tool::Failure);
         assert_eq!(
             refused.to_string(),
             "cannot start x: it is RUNNING (HTTP 409)"

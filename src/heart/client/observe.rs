@@ -57,17 +57,19 @@ pub(super) fn show_log(heart: &Heart, path: &str, args: &Args) -> Outcome<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::args::{parse, Environment};
     use super::*;
 
     #[test]
     fn queries_say_where_to_start_and_whether_to_follow() {
-        let args = super::super::args::parse("log", ["a"]).unwrap();
+        let args = parse("log", ["a"], Environment::default()).unwrap();
         assert_eq!(query(&args), "");
-        let args = super::super::args::parse("log", ["a", "-f"]).unwrap();
+        let args = parse("log", ["a", "-f"], Environment::default()).unwrap();
         assert_eq!(query(&args), "?tail=10&follow=1");
-        let args = super::super::args::parse(
+        let args = parse(
             "events",
             ["--since", "2026-01-01T00:00:00+01:00", "--follow"],
+            Environment::default(),
         )
         .unwrap();
         assert_eq!(query(&args), "?since=2026-01-01T00:00:00%2B01:00&follow=1");

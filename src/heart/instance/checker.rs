@@ -23,6 +23,8 @@ impl Node {
     /// supervisor is alive is `RUNNING`; one with an `.exited` file takes
     /// its code; any other is `SUSPENDED`. `.exited` files of `SUSPENDED`
     /// instances are applied too. No waits: one `/proc` look per instance.
+    /// Those found gone that should be running are queued to be brought
+    /// back once the heart listens (`resume`).
     ///
     /// # Errors
     ///
@@ -30,6 +32,7 @@ impl Node {
     pub(crate) fn reconcile(&self) -> Result<()> {
         let candidates = self.records_in(&[State::Starting, State::Running, State::Suspended]);
         let mut outcome: Vec<(InstanceId, State, String)> = Vec::new();
+        let mut resume: Vec<InstanceId> = Vec::new();
         for rec in &candidates {
             let id = &rec.instance_id;
             if rec.state != State::Suspended {
@@ -41,6 +44,9 @@ impl Node {
                             State::Suspended,
                             format!("not running after the heart restarted: {e}"),
                         )),
+                    }
+                    if self.found_gone(rec, &mut outcome) {
+                        resume.push(id.clone());
                     }
                     continue;
                 }
@@ -72,6 +78,9 @@ impl Node {
                     "its supervisor was gone when the heart restarted".into(),
                 ));
             }
+            if self.found_gone(rec, &mut outcome) {
+                resume.push(id.clone());
+            }
         }
         let at = now();
         let running = outcome.iter().filter(|o| o.1 == State::Running).count();
@@ -82,7 +91,10 @@ impl Node {
         ));
         for (id, state, message) in outcome {
             self.update_any(&id, |rec| {
-                if matches!(rec.state, State::Starting | State::Running) {
+                if matches!(
+                    rec.state,
+                    State::Starting | State::Running | State::Suspended
+                ) {
                     if state == State::Running && rec.state == State::Starting {
                         rec.running_since = Some(at);
                     }
@@ -92,6 +104,7 @@ impl Node {
                 Ok(())
             })?;
         }
+        self.queue_resume(resume);
         Ok(())
     }
 

@@ -33,7 +33,16 @@
 //! - exit report or `.exited` file: code 0 → `STOPPED`, else `ERROR`; a
 //!   supervisor found gone without either → `ERROR`;
 //! - heart restart: `STARTING`/`RUNNING` whose supervisor is alive →
-//!   `RUNNING`, with an `.exited` file → as above, otherwise `SUSPENDED`.
+//!   `RUNNING`, with an `.exited` file → as above, otherwise `SUSPENDED`;
+//!   one that should be running (desired state `running`) is then started
+//!   again in the background (`resume`), and a failure leaves it
+//!   `SUSPENDED`;
+//! - restart: stop (unless `REGISTERED` or `STOPPED`), then start, under
+//!   one operation lock; redeploy: the same around a swap of the source.
+//!
+//! The desired state (`Record::desired`) is what the operator last asked
+//! for: start, restart and redeploy set `running`; stop and register set
+//! `stopped`; exits and the heart's own stops at shutdown leave it.
 //!
 //! Every refusal is an [`Error::Refused`] variant; the API alone turns it
 //! into an HTTP status.
@@ -42,15 +51,19 @@ mod checker;
 mod exits;
 mod follow;
 mod health;
+mod lifecycle;
 mod metrics;
 mod narrate;
 mod register;
 mod restart;
+mod resume;
 mod source;
 mod start;
 mod status;
 mod stop;
+mod update;
 
+pub(crate) use self::lifecycle::Done;
 pub(crate) use self::start::Origin;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -123,6 +136,11 @@ pub(crate) struct Node {
     restarting: Mutex<HashSet<InstanceId>>,
     restart_threads: Mutex<Vec<JoinHandle<()>>>,
     reporter: Option<Reporter>,
+    // Issue 11: lifecycle.
+    /// Instances found gone at start-up, to be brought back (`resume`).
+    resume_queue: Mutex<Vec<InstanceId>>,
+    /// The `resume` thread, joined at shutdown.
+    resume_thread: Mutex<Option<JoinHandle<()>>>,
     // Issue 13: observability.
     events: Events,
     checks: health::Checks,
@@ -205,6 +223,8 @@ impl Node {
             restarting: Mutex::new(HashSet::new()),
             restart_threads: Mutex::new(Vec::new()),
             reporter: None,
+            resume_queue: Mutex::new(Vec::new()),
+            resume_thread: Mutex::new(None),
             events: Events::new(layout_events),
             checks: health::Checks::default(),
             stats: metrics::Stats::default(),
@@ -507,6 +527,7 @@ impl Node {
     /// the instances that must not outlive the heart (`--stop-on-exit`, or
     /// `exclusive`), and sends the controller the shutdown report.
     pub(crate) fn shutdown(&self) {
+        self.join_resume();
         self.join_restarts();
         let to_stop: Vec<InstanceId> = self
             .snapshot()
@@ -521,6 +542,12 @@ impl Node {
             if let Err(e) = self.stop(&id) {
                 cli::warn(PROG, format!("unable to stop {id}: {e}"));
             }
+            // Stopped with the heart, not by the operator: it should still
+            // be running (`pm-heart start --all` brings it back).
+            let _ = self.update(&id, |rec| {
+                rec.desired = Some(crate::protocol::Desired::Running);
+                Ok(())
+            });
         }
         if let Some(reporter) = &self.reporter {
             let report = self.node_report(&lock(&self.records));
@@ -564,6 +591,7 @@ fn test_record(restart: crate::protocol::Restart) -> Record {
         stop_requested: false,
         running_since: Some(100.0),
         backoff: super::record::Backoff::default(),
+        desired: None,
         health_check: None,
         app: None,
         restarts: 0,

@@ -14,7 +14,9 @@ use super::{lock, Node};
 use crate::error::{Error, Refusal, Result};
 use crate::heart::ports;
 use crate::heart::record::{self, Backoff, Record};
-use crate::protocol::{self, InstanceId, InstanceView, RegisterRequest, Seconds, State};
+use crate::protocol::{
+    self, Desired, InstanceId, InstanceView, RegisterRequest, RuntimeSpec, Seconds, State,
+};
 use crate::secret::random_hex;
 
 impl Node {
@@ -44,24 +46,7 @@ impl Node {
                 "application name is empty",
             ));
         }
-        let unprocessable = |e: Error| Error::refused(Refusal::Unprocessable, e.to_string());
-        let rt = self
-            .registry
-            .get(&manifest.runtime.name)
-            .map_err(unprocessable)?;
-        // With the instance's parameters: an `rbenv_path` or `nvm_path`
-        // has versions of its own that the node default may lack.
-        rt.resolve_version(&manifest.runtime.version, &manifest.runtime.parameters)
-            .map_err(unprocessable)?;
-        rt.validate(&manifest.runtime.parameters, manifest.standalone)
-            .map_err(|e| {
-                Error::refused(
-                    Refusal::Unprocessable,
-                    format!("runtime {}: {e}", manifest.runtime.name),
-                )
-            })?;
-        let startup_timeout =
-            record::startup_timeout(&manifest.runtime.parameters).map_err(unprocessable)?;
+        let startup_timeout = self.check_runtime(&manifest.runtime, manifest.standalone)?;
         let source = self.resolve_source(&req.source, req.source_sha256.as_deref())?;
         let result = self.register_from(&req, id, &source, startup_timeout);
         source.dispose(result.is_ok());
@@ -105,6 +90,7 @@ impl Node {
                 stop_requested: false,
                 running_since: None,
                 backoff: Backoff::default(),
+                desired: Some(Desired::Stopped),
                 health_check: manifest.health_check.clone(),
                 app: None,
                 restarts: 0,
@@ -138,6 +124,31 @@ impl Node {
             self.forget_allocated(&id);
         }
         result
+    }
+}
+
+impl Node {
+    /// Checks a runtime as register does: the runtime exists, the version
+    /// resolves (with the instance's parameters: an `rbenv_path` or
+    /// `nvm_path` has versions of its own that the node default may
+    /// lack), the parameters are valid; returns the parsed
+    /// `startup_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Unprocessable`, naming what is wrong.
+    pub(super) fn check_runtime(&self, runtime: &RuntimeSpec, standalone: bool) -> Result<Seconds> {
+        let unprocessable = |e: Error| Error::refused(Refusal::Unprocessable, e.to_string());
+        let rt = self.registry.get(&runtime.name).map_err(unprocessable)?;
+        rt.resolve_version(&runtime.version, &runtime.parameters)
+            .map_err(unprocessable)?;
+        rt.validate(&runtime.parameters, standalone).map_err(|e| {
+            Error::refused(
+                Refusal::Unprocessable,
+                format!("runtime {}: {e}", runtime.name),
+            )
+        })?;
+        record::startup_timeout(&runtime.parameters).map_err(unprocessable)
     }
 }
 

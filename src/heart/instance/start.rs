@@ -22,7 +22,8 @@ use crate::net;
 use crate::plugins::{self, params, Started};
 use crate::process;
 use crate::protocol::{
-    self, ControlFile, Environment, InstanceId, InstanceView, PluginInstance, Restart, State,
+    self, ControlFile, Desired, Environment, InstanceId, InstanceView, PluginInstance, Restart,
+    State,
 };
 use crate::secret::random_hex;
 use crate::supervise;
@@ -46,6 +47,9 @@ pub(crate) enum Origin {
     Api,
     /// The restart policy.
     Restart,
+    /// The resume of an instance found gone when the heart started
+    /// (`resume`): a failure leaves it `SUSPENDED`.
+    Resume,
 }
 
 /// A start that did not get the instance running.
@@ -88,6 +92,11 @@ impl Node {
     pub(crate) fn start(&self, id: &InstanceId, origin: Origin) -> Result<InstanceView> {
         let op = self.op_lock(id);
         let _guard = lock(&op);
+        self.start_locked(id, origin)
+    }
+
+    /// [`Node::start`], with the operation lock of `id` held by the caller.
+    pub(super) fn start_locked(&self, id: &InstanceId, origin: Origin) -> Result<InstanceView> {
         let key = random_hex(16)?;
         let rec = self.update(id, |rec| {
             if !rec.state.can_start() {
@@ -106,6 +115,7 @@ impl Node {
             }
             if origin == Origin::Api {
                 rec.backoff = Backoff::default();
+                rec.desired = Some(Desired::Running);
                 rec.restarts = 0;
             } else {
                 rec.restarts = rec.restarts.saturating_add(1);
@@ -142,6 +152,10 @@ impl Node {
                             failure.message.clone()
                         };
                         rec.state = State::Error;
+                        if origin == Origin::Resume {
+                            rec.state = State::Suspended;
+                            rec.message = format!("could not be brought back: {}", rec.message);
+                        }
                         rec.exit_key = None;
                         rec.supervisor = None;
                         rec.running_since = None;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::{lock, Node};
 use crate::error::{Error, Refusal, Result};
 use crate::heart::record::Record;
-use crate::protocol::{self, InstanceId, InstanceView, State};
+use crate::protocol::{self, Desired, InstanceId, InstanceView, State};
 
 /// How long deregister gives a supervisor that somehow outlived its
 /// instance's stop.
@@ -29,6 +29,11 @@ impl Node {
     pub(crate) fn stop(&self, id: &InstanceId) -> Result<InstanceView> {
         let op = self.op_lock(id);
         let _guard = lock(&op);
+        self.stop_locked(id)
+    }
+
+    /// [`Node::stop`], with the operation lock of `id` held by the caller.
+    pub(super) fn stop_locked(&self, id: &InstanceId) -> Result<InstanceView> {
         let rec = self.update(id, |rec| {
             let restart_pending = rec.backoff.next_restart.is_some();
             if matches!(rec.state, State::Registered | State::Stopped) && !restart_pending {
@@ -40,6 +45,7 @@ impl Node {
             // A stop while a restart waits for its backoff cancels it.
             rec.stop_requested = true;
             rec.backoff.next_restart = None;
+            rec.desired = Some(Desired::Stopped);
             Ok(rec.clone())
         })?;
         let mut failure = None;
