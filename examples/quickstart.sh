@@ -40,12 +40,20 @@ mkdir -p "$DATA"
 # readiness line in the new part of its log. Returns 1 if it exited.
 start_heart() {
     say "starting pm-heart serve (log: $LOG)"
+    # As root the heart runs no application as root unless told to: this
+    # demonstration allows it; a server gives its applications a user
+    # (--run-as USER, or "user" in the manifest). See pm-heart(8), ISOLATION.
+    options=()
+    if [ "$(id -u)" -eq 0 ]; then
+        say "running as root: --allow-root-apps (a server uses --run-as USER)"
+        options=(--allow-root-apps)
+    fi
     : >>"$LOG"
     before=$(wc -l <"$LOG")
     if command -v setsid >/dev/null 2>&1; then
-        setsid "$HEART" serve </dev/null >>"$LOG" 2>&1 &
+        setsid "$HEART" serve "${options[@]}" </dev/null >>"$LOG" 2>&1 &
     else
-        nohup "$HEART" serve </dev/null >>"$LOG" 2>&1 &
+        nohup "$HEART" serve "${options[@]}" </dev/null >>"$LOG" 2>&1 &
     fi
     heart_pid=$!
     for _ in $(seq 1 $((READY_SECONDS * 10))); do

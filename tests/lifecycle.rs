@@ -409,12 +409,13 @@ fn the_client_is_scriptable() {
 fn resume_of_200_instances() {
     const N: usize = 200;
     let dir = Dir::new("lifecycle-200");
-    let node = Node { dir, low: 27000 };
+    let node = Node { dir, low: 24600 };
     let app = node.app("app");
     let heart = {
         let node = &node;
         let mut child = Command::new(HEART)
-            .args(["serve", "--listen", "127.0.0.1:0", "--ports", "27000-27299"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--ports", "24600-24899"])
+            .args(crate::util::heart::root_apps(&[]))
             .arg("--data-dir")
             .arg(node.data())
             .stdout(Stdio::piped())

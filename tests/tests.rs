@@ -5,6 +5,7 @@ mod client;
 mod fixture;
 mod heart;
 mod http;
+mod isolate;
 mod lifecycle;
 mod logs;
 mod observe;

@@ -2,7 +2,7 @@
 //!
 //! | route | answers |
 //! |---|---|
-//! | `GET /health` | 200 `{"status":"ok","version":...}` (no token) |
+//! | `GET /health` | 200 `{"status":"ok","version":...,"isolation":...}` (no token) |
 //! | `GET /runtimes` | 200 `{name: [versions]}` |
 //! | `GET /instances` | 200 `{"instances": [...]}` |
 //! | `POST /instances` | 201 the instance (`REGISTERED`); 400 bad JSON, wrong field type, unknown field, bad id; 409 id in use or port range exhausted; 422 unknown runtime or version, bad runtime parameters, missing or unusable source |
@@ -350,7 +350,11 @@ fn dispatch(
     match (method, segments) {
         (Get, ["health"]) => Ok(json_reply(
             200,
-            &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+            &json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "isolation": node.isolation_summary(),
+            }),
         )),
         (Get, ["runtimes"]) => Ok(json_reply(200, &node.runtimes())),
         (Get, ["metrics"]) => Ok(Reply::Metrics(node.metrics())),

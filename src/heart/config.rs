@@ -17,6 +17,8 @@
 //! | `--plugin-dir DIR` (repeatable) | `plugin_dir` (string or list) | `PM_RUNTIME_PATH`, then the built-in list |
 //! | `--supervisor PATH` | `supervisor` | `$PM_SUPERVISOR`, else beside `pm-heart`, else `PATH` |
 //! | `--max-source-size BYTES` | `max_source_size` | `1G` |
+//! | `--run-as USER` | `run_as` | none |
+//! | `--allow-root-apps` | `allow_root_apps` | false |
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ usage: pm-heart serve [--config FILE] [--listen ADDR] [--data-dir DIR]
                       [--check-interval SECS] [--node-name NAME]
                       [--plugin-dir DIR]... [--supervisor PATH]
                       [--max-source-size BYTES]
+                      [--run-as USER] [--allow-root-apps]
        pm-heart serve --help | --version
 
 Runs the node agent: an HTTP API on ADDR (default 127.0.0.1:42500) that
@@ -104,6 +107,8 @@ pub(crate) struct Args {
     pub plugin_dir: Vec<PathBuf>,
     pub supervisor: Option<PathBuf>,
     pub max_source_size: Option<String>,
+    pub run_as: Option<String>,
+    pub allow_root_apps: bool,
 }
 
 /// Parses the arguments that follow `serve`.
@@ -132,6 +137,8 @@ pub(crate) fn parse_args(
             Long("plugin-dir") => out.plugin_dir.push(parser.value()?.into()),
             Long("supervisor") => out.supervisor = Some(parser.value()?.into()),
             Long("max-source-size") => out.max_source_size = Some(parser.value()?.string()?),
+            Long("run-as") => out.run_as = Some(parser.value()?.string()?),
+            Long("allow-root-apps") => out.allow_root_apps = true,
             _ => return Err(arg.unexpected()),
         }
     }
@@ -161,6 +168,8 @@ struct FileConfig {
     supervisor: Option<PathBuf>,
     /// Bytes, as a number or a string with a K, M or G suffix.
     max_source_size: Option<serde_json::Value>,
+    run_as: Option<String>,
+    allow_root_apps: Option<bool>,
 }
 
 /// The resolved settings of the agent.
@@ -186,6 +195,11 @@ pub(crate) struct Config {
     pub supervisor: PathBuf,
     /// The largest source archive a register downloads or an upload takes.
     pub max_source_size: u64,
+    /// The user instances without a `user` of their own run as, when the
+    /// heart runs as root.
+    pub run_as: Option<String>,
+    /// Instances may run as root (the behaviour before users existed).
+    pub allow_root_apps: bool,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr> {
@@ -290,6 +304,8 @@ pub(crate) fn resolve(args: Args) -> Result<Config> {
             .or(file.supervisor)
             .unwrap_or_else(crate::supervise::supervisor_exe),
         max_source_size,
+        run_as: args.run_as.or(file.run_as),
+        allow_root_apps: args.allow_root_apps || file.allow_root_apps.unwrap_or(false),
     })
 }
 
@@ -321,7 +337,8 @@ mod tests {
         std::fs::write(
             &file,
             r#"{"listen": "127.0.0.1:1", "ports": "5000-5009", "check_interval": 2,
-                "plugin_dir": "/p", "stop_on_exit": true}"#,
+                "plugin_dir": "/p", "stop_on_exit": true, "run_as": "www",
+                "allow_root_apps": true}"#,
         )
         .unwrap();
         let args = parse_args([
@@ -343,6 +360,8 @@ mod tests {
         assert_eq!(config.check_interval, Duration::from_secs(2));
         assert_eq!(config.plugin_dirs, [PathBuf::from("/p")]);
         assert!(config.stop_on_exit);
+        assert_eq!(config.run_as.as_deref(), Some("www"));
+        assert!(config.allow_root_apps);
 
         std::fs::write(&file, r#"{"listen": "127.0.0.1:1", "colour": "red"}"#).unwrap();
         let args = parse_args(["--config".into(), file.clone().into_os_string()]).unwrap();

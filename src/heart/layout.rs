@@ -2,17 +2,21 @@
 //! where each file lives under `DATA_DIR`.
 //!
 //! ```text
-//! DATA_DIR/                   0755
+//! DATA_DIR/                   0711  others may only pass through, to their
+//!                                   instance directory and log
+//!   store/                    0700
 //!   store/ID.json             0600  each instance's record (`store`)
 //!   catalog.json.migrated     0600  the catalog of an earlier version, once
 //!                                   migrated into store/
 //!   lock                      0600  locked by the heart that runs here; its pid
 //!   token                     0600  the API token
 //!   address                   0644  the IP:PORT a client uses
-//!   instances/ID/             0755  each instance's copy of its source
-//!   supervisor/               0700  ID.json (control file), ID.pid,
+//!   instances/ID/             0755  each instance's copy of its source,
+//!                                   owned by the instance's user
+//!   supervisor/               0700  ID.json (control file, 0600), ID.pid,
 //!                                   ID.start, ID.exited
-//!   logs/ID.log                     each instance's log
+//!   logs/ID.log               0640  each instance's log: the heart's, its
+//!                                   group the instance user's group
 //!   heart.log                 0640  the heart's event log (`events`), with
 //!                                   heart.log.1 .. heart.log.5 rotated
 //!   runtimes/                 0755  for runtimes that manage a daemon
@@ -55,7 +59,7 @@ impl Layout {
     ///
     /// A directory cannot be created or the data directory resolved.
     pub(crate) fn create(data_dir: &Path) -> Result<Layout> {
-        fsutil::create_dir_all(data_dir, 0o755)?;
+        fsutil::create_dir_all(data_dir, 0o711)?;
         let root = data_dir
             .canonicalize()
             .map_err(|e| Error::io("resolve data directory", data_dir, e))?;

@@ -61,6 +61,7 @@ pub(crate) mod layout;
 pub(crate) mod pacemaker;
 pub(crate) mod ports;
 pub(crate) mod record;
+pub(crate) mod secrets;
 pub(crate) mod server;
 pub(crate) mod store;
 

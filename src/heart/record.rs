@@ -15,8 +15,8 @@ use super::store::{Keyed, Store};
 use crate::error::Result;
 use crate::process::Identity;
 use crate::protocol::{
-    Application, Desired, Environment, HealthCheck, InstanceId, InstanceView, LastExit, Parameters,
-    Restart, RuntimeSpec, Seconds, State,
+    Application, Desired, Environment, HealthCheck, InstanceId, InstanceView, LastExit, Limits,
+    Parameters, Restart, RuntimeSpec, Seconds, State,
 };
 use crate::rfc3339::Timestamp;
 
@@ -103,6 +103,13 @@ pub(crate) struct Record {
     /// the field existed, until [`load`] derives it from the state.
     #[serde(default)]
     pub desired: Option<Desired>,
+    // Issue 12: isolation.
+    /// The user it runs as, as registered; `None` is the node's default.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Its resource limits.
+    #[serde(default)]
+    pub limits: Limits,
     // Issue 13: observability.
     /// Its health check (`None`: a TCP connect when it has a port).
     #[serde(default)]
@@ -158,6 +165,10 @@ impl Record {
                 _ => None,
             },
             desired: self.desired(),
+            user: self.user.clone(),
+            limits: self.limits,
+            memory_bytes: None,
+            cpu_seconds: None,
             app_pid: match self.state {
                 State::Starting | State::Running => self
                     .app
@@ -176,8 +187,6 @@ impl Record {
                 reason: e.reason.clone(),
             }),
             health: None,
-            memory_bytes: None,
-            cpu_seconds: None,
             health_check: self.health_check.clone(),
         }
     }

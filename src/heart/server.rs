@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 
 use super::api;
 use super::config::Config;
-use super::instance::{Node, Setup};
+use super::instance::{Isolation, Node, Setup};
 use super::layout::Layout;
 use super::record;
 use super::PROG;
@@ -84,6 +84,8 @@ pub(crate) fn serve(config: Config) -> Result<()> {
     let _lock = lockfile::acquire_or_error(&layout.lock())?;
     let token = token(&layout.token())?;
     let (store, records) = record::load(&layout)?;
+    super::secrets::check(&layout);
+    let isolation = Isolation::new(&config, &layout)?;
 
     // Bound now, served once everything a client reads is in place:
     // connections wait in the listen queue until then.
@@ -103,6 +105,7 @@ pub(crate) fn serve(config: Config) -> Result<()> {
         token,
         listen,
         address: address.clone(),
+        isolation,
     });
     node.reconcile()?;
     node.start_reporter();

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) use bounded::{Bounded, Ended};
 pub(crate) use reap::{become_subreaper, children_of, reap_ended, signal_group};
 pub(crate) use spawn::{
-    detach, mark_inherited_cloexec, resolve_user, spawn_supervised, Confinement, Credentials,
-    Detached, Notifier,
+    confine, detach, mark_inherited_cloexec, resolve_user, spawn_supervised, Confinement,
+    Credentials, Detached, Notifier,
 };
 
 /// A process as the kernel knows it: pid plus start time.

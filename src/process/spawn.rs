@@ -40,25 +40,78 @@ pub(crate) struct Credentials {
     pub groups: Vec<Gid>,
 }
 
-/// Looks `name` up in the user and group databases.
+/// Looks `user` up in the user and group databases: a user name, or a
+/// numeric uid when no user has that name.
 ///
 /// # Errors
 ///
 /// The user is unknown, or the databases cannot be read.
-pub(crate) fn resolve_user(name: &str) -> Result<Credentials> {
-    let user = User::from_name(name)
-        .map_err(|errno| Error::sys(format!("look up user {name}"), errno))?
-        .ok_or_else(|| Error::invalid(format!("unknown user {name}")))?;
-    let cname =
-        CString::new(name).map_err(|_| Error::invalid(format!("bad user name {name:?}")))?;
+pub(crate) fn resolve_user(user: &str) -> Result<Credentials> {
+    let by_name =
+        User::from_name(user).map_err(|errno| Error::sys(format!("look up user {user}"), errno))?;
+    let found = match (by_name, user.parse::<u32>()) {
+        (Some(found), _) => Some(found),
+        (None, Ok(uid)) => User::from_uid(Uid::from_raw(uid))
+            .map_err(|errno| Error::sys(format!("look up uid {uid}"), errno))?,
+        (None, Err(_)) => None,
+    };
+    let user = found.ok_or_else(|| Error::invalid(format!("unknown user {user}")))?;
+    let name = user.name;
+    let cname = CString::new(name.as_str())
+        .map_err(|_| Error::invalid(format!("bad user name {name:?}")))?;
     let groups = getgrouplist(&cname, user.gid)
         .map_err(|errno| Error::sys(format!("list the groups of user {name}"), errno))?;
     Ok(Credentials {
-        name: name.to_owned(),
+        name,
         uid: user.uid,
         gid: user.gid,
         groups,
     })
+}
+
+/// Takes the credentials `(uid, gid, groups)`: groups first, then the
+/// group, then the user (each step needs the privileges the next drops).
+/// Async-signal-safe: three system calls.
+fn become_user((uid, gid, groups): &(Uid, Gid, Vec<Gid>)) -> io::Result<()> {
+    nix::unistd::setgroups(groups)?;
+    nix::unistd::setgid(*gid)?;
+    nix::unistd::setuid(*uid)?;
+    Ok(())
+}
+
+/// Prepares `cmd`, a command that is not supervised (an instance's
+/// startup command, run by the timed runner), to join the control groups
+/// of `confinement` and take its RLIMIT_NOFILE, then to run as
+/// `credentials` if given: the same steps, in the same order, as
+/// [`spawn_supervised`], without the parent-death signal (the runner
+/// kills the command's group itself). A failed step fails the spawn with
+/// the step's OS error.
+pub(crate) fn confine(
+    cmd: &mut Command,
+    credentials: Option<&Credentials>,
+    confinement: &Confinement,
+) {
+    let creds = credentials.map(|c| (c.uid, c.gid, c.groups.clone()));
+    let procs = confinement.procs.clone();
+    let nofile = confinement.nofile;
+    // SAFETY: the hook runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: open, write, close, setrlimit,
+    // setgroups, setgid and setuid, on values built before the fork and
+    // only read here.
+    unsafe {
+        cmd.pre_exec(move || {
+            for path in &procs {
+                join_cgroup(path)?;
+            }
+            if let Some(n) = nofile {
+                set_nofile(n)?;
+            }
+            if let Some(creds) = &creds {
+                become_user(creds)?;
+            }
+            Ok(())
+        })
+    };
 }
 
 /// The most control groups a command may join (one per hierarchy: the
@@ -281,10 +334,8 @@ pub(crate) fn spawn_supervised(
                     return Err(err);
                 }
             }
-            if let Some((uid, gid, groups)) = &creds {
-                nix::unistd::setgroups(groups)?;
-                nix::unistd::setgid(*gid)?;
-                nix::unistd::setuid(*uid)?;
+            if let Some(creds) = &creds {
+                become_user(creds)?;
             }
             // After the credential change: changing ids clears the
             // parent-death signal.
@@ -507,6 +558,16 @@ mod tests {
     use std::process::Stdio;
 
     use crate::fsutil::Scratch;
+
+    #[test]
+    fn users_are_found_by_name_or_by_uid() {
+        let by_name = resolve_user("root").unwrap();
+        assert_eq!((by_name.uid.as_raw(), by_name.gid.as_raw()), (0, 0));
+        let by_uid = resolve_user("0").unwrap();
+        assert_eq!(by_uid, by_name);
+        let err = resolve_user("no-such-user-here").unwrap_err();
+        assert_eq!(err.to_string(), "unknown user no-such-user-here");
+    }
 
     fn shell(script: &str) -> Command {
         let mut cmd = Command::new("/bin/sh");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Environment, HealthCheck, InstanceId, Parameters};
+use super::{Environment, HealthCheck, InstanceId, Limits, Parameters};
 
 /// Life-cycle states of an instance (SPEC §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -115,6 +115,15 @@ pub struct Manifest {
     /// Restart policy.
     #[serde(default)]
     pub restart: Restart,
+    // Issue 12: isolation.
+    /// The user the instance runs as (a name or a numeric uid; its groups
+    /// come with it); `None` is the node's default (`--run-as`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Its resource limits; `memory_max`, `cpu_max` and `pids_max` need
+    /// control groups.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
     // Issue 13: observability.
     /// How readiness and health are checked; without one, a TCP connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +178,19 @@ pub struct InstanceView {
     /// What the operator last asked for: `running` or `stopped`.
     #[serde(default)]
     pub desired: Desired,
+    // Issue 12: isolation.
+    /// The user it runs as, as registered (`None`: the node's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Its resource limits.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+    /// Memory in use by its control group, while it runs in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// CPU time its control group used since it started, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
     // Issue 13: observability.
     /// The application's own pid (its process group) while it runs.
     #[serde(default)]
@@ -185,12 +207,6 @@ pub struct InstanceView {
     /// Its health check, as last run.
     #[serde(default)]
     pub health: Option<Health>,
-    /// Memory in use, in bytes, where known.
-    #[serde(default)]
-    pub memory_bytes: Option<u64>,
-    /// CPU time used, in seconds, where known.
-    #[serde(default)]
-    pub cpu_seconds: Option<f64>,
     /// The health check it has (`None`: a TCP connect when it has a port).
     #[serde(default)]
     pub health_check: Option<HealthCheck>,

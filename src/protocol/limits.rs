@@ -54,6 +54,11 @@ impl Limits {
     pub fn need_cgroup(&self) -> bool {
         self.memory_max.is_some() || self.cpu_max.is_some() || self.pids_max.is_some()
     }
+
+    /// True when no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
 }
 
 /// The limits a control group enforces (all but `nofile`), in the

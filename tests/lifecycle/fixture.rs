@@ -78,6 +78,7 @@ impl Node {
     pub(super) fn serve_on(&self, listen: &str) -> Heart {
         let mut child = Command::new(HEART)
             .args(["serve", "--listen", listen, "--check-interval", "1"])
+            .args(crate::util::heart::root_apps(&[]))
             .arg("--data-dir")
             .arg(self.data())
             .arg("--ports")

@@ -108,6 +108,7 @@ impl TestHeart {
             .arg(&self.data)
             .arg("--ports")
             .arg(self.block.range(self.ports))
+            .args(root_apps(&self.args))
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -347,6 +348,18 @@ impl Drop for TestHeart {
         // The heart first, so that it starts nothing new.
         drop(self.running.take());
         end_processes_under(&self.dir.path);
+        super::cgroups::clean(&self.data);
+    }
+}
+
+/// `--allow-root-apps` when the tests run as root and `args` names no
+/// user of its own: the applications of the tests run as the tests do.
+pub fn root_apps(args: &[OsString]) -> Vec<&'static str> {
+    let own_user = args.iter().any(|a| a == "--run-as");
+    if nix::unistd::geteuid().is_root() && !own_user {
+        vec!["--allow-root-apps"]
+    } else {
+        Vec::new()
     }
 }
 

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod cgroups;
 pub mod heart;
 pub mod http;
 pub mod ports;

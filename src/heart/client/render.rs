@@ -281,13 +281,15 @@ mod tests {
             message: message.into(),
             pid: None,
             desired: Default::default(),
+            user: None,
+            limits: Default::default(),
+            memory_bytes: None,
+            cpu_seconds: None,
             app_pid: None,
             started_at: None,
             restarts: 0,
             last_exit: None,
             health: None,
-            memory_bytes: None,
-            cpu_seconds: None,
             health_check: None,
         }
     }

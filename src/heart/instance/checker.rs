@@ -105,6 +105,7 @@ impl Node {
             })?;
         }
         self.queue_resume(resume);
+        self.sweep_groups();
         Ok(())
     }
 
@@ -141,7 +142,11 @@ impl Node {
                 if self.is_supervised(&rec) || self.take_exited(id, rec.exit_key.as_deref()) {
                     continue;
                 }
-                "its supervisor is gone without a report".to_string()
+                let gone = "its supervisor is gone without a report";
+                match self.isolation.oom_message(id) {
+                    Some(oom) => format!("{oom}; {gone}"),
+                    None => gone.to_string(),
+                }
             };
             let at = now();
             let restart = self.update_any(id, |r| {
@@ -156,6 +161,9 @@ impl Node {
             if restart.is_ok_and(|r| r == Some(true)) {
                 self.kick();
             }
+        }
+        if !self.is_shutting_down() {
+            self.sweep_groups();
         }
     }
 

@@ -42,6 +42,16 @@ pub(super) fn apply_exit(rec: &mut Record, code: Option<i32>, reason: String, at
 }
 
 impl Node {
+    /// The message of an exit of `id` with `code`: "exited with code N",
+    /// after what the kernel's OOM killer did, if it killed a process of
+    /// the instance's control group since its launch.
+    fn exit_message(&self, id: &InstanceId, code: i32) -> String {
+        match self.isolation.oom_message(id) {
+            Some(oom) => format!("{oom}; {}", exit_reason(code)),
+            None => exit_reason(code),
+        }
+    }
+
     /// The supervisor's exit report: instance `id` ended with `code`.
     ///
     /// # Errors
@@ -49,6 +59,7 @@ impl Node {
     /// `NotFound` unknown instance; `Forbidden` a stale or spent key.
     pub(crate) fn exit_report(&self, id: &InstanceId, key: &str, code: i32) -> Result<State> {
         let at = now();
+        let reason = self.exit_message(id, code);
         let outcome = self.update(id, |rec| {
             let current = rec
                 .exit_key
@@ -65,7 +76,7 @@ impl Node {
             match rec.state {
                 State::Starting => {
                     rec.state = State::Error;
-                    rec.message = exit_reason(code);
+                    rec.message = reason;
                     rec.last_exit = Some(Exit {
                         code: Some(code),
                         at,
@@ -73,7 +84,7 @@ impl Node {
                     });
                 }
                 State::Running | State::Suspended => {
-                    restart = apply_exit(rec, Some(code), exit_reason(code), at);
+                    restart = apply_exit(rec, Some(code), reason, at);
                 }
                 _ => {}
             }
@@ -127,6 +138,7 @@ impl Node {
             return false;
         };
         let at = now();
+        let reason = self.exit_message(id, code);
         let applied = self.update_any(id, |rec| {
             let stale = rec.exit_key.as_deref() != key;
             if stale
@@ -137,7 +149,7 @@ impl Node {
             {
                 return Ok(false);
             }
-            Ok(apply_exit(rec, Some(code), exit_reason(code), at))
+            Ok(apply_exit(rec, Some(code), reason, at))
         });
         match applied {
             Ok(Some(restart)) => {

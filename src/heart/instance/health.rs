@@ -431,7 +431,10 @@ impl Node {
             }
         } else if let Some(identity) = supervisor {
             let timeout = stop_timeout.map_or(Duration::from_secs(10), Seconds::duration);
-            self.terminate(&identity, &self.layout.control(id), timeout);
+            if self.terminate(&identity, &self.layout.control(id), timeout) {
+                // As after a stop: whatever is left of it goes.
+                self.isolation.release(id);
+            }
         }
         if restart {
             self.kick();

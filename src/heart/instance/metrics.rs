@@ -97,14 +97,12 @@ impl Node {
     /// The exposition of `GET /metrics`.
     pub(crate) fn metrics(&self) -> String {
         let records = self.snapshot();
-        let usage = self.usage_of(&records);
-        let views: Vec<_> = records
-            .iter()
-            .map(|r| {
-                (
-                    self.live_view(r, &usage),
-                    self.checks.failures_total(&r.instance_id),
-                )
+        let views: Vec<_> = self
+            .live_views(&records)
+            .into_iter()
+            .map(|v| {
+                let failures = self.checks.failures_total(&v.instance_id);
+                (v, failures)
             })
             .collect();
         let mut exp = Exposition::new();

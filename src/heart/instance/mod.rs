@@ -51,6 +51,7 @@ mod checker;
 mod exits;
 mod follow;
 mod health;
+mod isolation;
 mod lifecycle;
 mod metrics;
 mod narrate;
@@ -63,6 +64,7 @@ mod status;
 mod stop;
 mod update;
 
+pub(crate) use self::isolation::Isolation;
 pub(crate) use self::lifecycle::Done;
 pub(crate) use self::start::Origin;
 
@@ -141,6 +143,7 @@ pub(crate) struct Node {
     resume_queue: Mutex<Vec<InstanceId>>,
     /// The `resume` thread, joined at shutdown.
     resume_thread: Mutex<Option<JoinHandle<()>>>,
+    isolation: Isolation,
     // Issue 13: observability.
     events: Events,
     checks: health::Checks,
@@ -156,6 +159,7 @@ pub(crate) struct Setup {
     pub token: String,
     pub listen: SocketAddr,
     pub address: String,
+    pub isolation: Isolation,
 }
 
 /// The runtimes of `registry` with their versions.
@@ -178,6 +182,7 @@ impl Node {
             token,
             listen,
             address,
+            isolation,
         } = setup;
         let registry = Registry::new(plugins::plugin_dirs(&config.plugin_dirs));
         let heart_port = listen.port();
@@ -225,10 +230,16 @@ impl Node {
             reporter: None,
             resume_queue: Mutex::new(Vec::new()),
             resume_thread: Mutex::new(None),
+            isolation,
             events: Events::new(layout_events),
             checks: health::Checks::default(),
             stats: metrics::Stats::default(),
         }
+    }
+
+    /// The node's control groups, for `GET /health`.
+    pub(crate) fn isolation_summary(&self) -> String {
+        self.isolation.summary()
     }
 
     /// Starts reporting to the controller, when one is configured.
@@ -419,8 +430,7 @@ impl Node {
             .into_iter()
             .filter(|r| state.map_or(true, |s| r.state == s))
             .collect();
-        let usage = self.usage_of(&records);
-        records.iter().map(|r| self.live_view(r, &usage)).collect()
+        self.live_views(&records)
     }
 
     /// One instance.
@@ -430,8 +440,7 @@ impl Node {
     /// `NotFound` when there is no such instance.
     pub(crate) fn show(&self, id: &InstanceId) -> Result<InstanceView> {
         let rec = self.record(id)?;
-        let usage = self.usage_of(std::slice::from_ref(&rec));
-        Ok(self.live_view(&rec, &usage))
+        Ok(self.live_views(std::slice::from_ref(&rec)).remove(0))
     }
 
     /// The runtimes of this node with their versions.
@@ -549,6 +558,8 @@ impl Node {
                 Ok(())
             });
         }
+        self.sweep_groups();
+        self.isolation.close();
         if let Some(reporter) = &self.reporter {
             let report = self.node_report(&lock(&self.records));
             reporter.shutdown(report, SHUTDOWN_REPORT_WAIT);
@@ -592,6 +603,8 @@ fn test_record(restart: crate::protocol::Restart) -> Record {
         running_since: Some(100.0),
         backoff: super::record::Backoff::default(),
         desired: None,
+        user: None,
+        limits: Default::default(),
         health_check: None,
         app: None,
         restarts: 0,

@@ -47,6 +47,8 @@ impl Node {
             ));
         }
         let startup_timeout = self.check_runtime(&manifest.runtime, manifest.standalone)?;
+        self.isolation
+            .check_register(manifest.user.as_deref(), &manifest.limits)?;
         let source = self.resolve_source(&req.source, req.source_sha256.as_deref())?;
         let result = self.register_from(&req, id, &source, startup_timeout);
         source.dispose(result.is_ok());
@@ -91,6 +93,8 @@ impl Node {
                 running_since: None,
                 backoff: Backoff::default(),
                 desired: Some(Desired::Stopped),
+                user: manifest.user.clone(),
+                limits: manifest.limits,
                 health_check: manifest.health_check.clone(),
                 app: None,
                 restarts: 0,

@@ -9,18 +9,21 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::health::Readiness;
+use super::isolation;
 use super::restart;
 use super::{lock, now, Node};
+use crate::cgroup::Group;
 use crate::error::{Error, Refusal, Result};
 use crate::heart::record::{Backoff, Record, DEFAULT_STARTUP_TIMEOUT};
 use crate::net;
 use crate::plugins::{self, params, Started};
-use crate::process;
+use crate::process::{self, Confinement, Credentials};
 use crate::protocol::{
     self, ControlFile, Desired, Environment, InstanceId, InstanceView, PluginInstance, Restart,
     State,
@@ -98,6 +101,25 @@ impl Node {
     /// [`Node::start`], with the operation lock of `id` held by the caller.
     pub(super) fn start_locked(&self, id: &InstanceId, origin: Origin) -> Result<InstanceView> {
         let key = random_hex(16)?;
+        let current = self.record(id)?;
+        let creds = if current.state.can_start() {
+            match self.isolation.credentials(current.user.as_deref()) {
+                Ok(creds) => creds,
+                Err(err) if origin == Origin::Restart => {
+                    // A refusal does not go away by waiting: no more
+                    // restarts until an operator acts.
+                    self.update(id, |rec| {
+                        rec.backoff.next_restart = None;
+                        rec.message = format!("restart refused: {err}");
+                        Ok(())
+                    })?;
+                    return Err(err);
+                }
+                Err(err) => return Err(err),
+            }
+        } else {
+            None
+        };
         let rec = self.update(id, |rec| {
             if !rec.state.can_start() {
                 return Err(Error::refused(
@@ -132,8 +154,16 @@ impl Node {
             Ok(rec.clone())
         })?;
         let began = std::time::Instant::now();
-        let outcome = self.execute_start(&rec, &key);
+        let outcome = self.execute_start(&rec, &key, creds.as_ref());
         self.stats.start_took(began.elapsed().as_secs_f64());
+        let oom = match outcome {
+            Ok(_) => None,
+            Err(_) => {
+                let oom = self.isolation.oom_message(id);
+                self.isolation.release(id);
+                oom
+            }
+        };
         let at = now();
         let view = self.update(id, |rec| {
             match &outcome {
@@ -151,6 +181,12 @@ impl Node {
                         } else {
                             failure.message.clone()
                         };
+                        match &oom {
+                            Some(oom) if !rec.message.contains(oom.as_str()) => {
+                                rec.message = format!("{oom}; {}", rec.message);
+                            }
+                            _ => {}
+                        }
                         rec.state = State::Error;
                         if origin == Origin::Resume {
                             rec.state = State::Suspended;
@@ -185,7 +221,12 @@ impl Node {
     /// Composes the environment, runs the startup commands and has the
     /// runtime start the instance; waits for readiness. Returns the message
     /// of a `RUNNING` instance.
-    fn execute_start(&self, rec: &Record, key: &str) -> Outcome<String> {
+    fn execute_start(
+        &self,
+        rec: &Record,
+        key: &str,
+        creds: Option<&Credentials>,
+    ) -> Outcome<String> {
         let id = &rec.instance_id;
         let dir = self.layout.instance(id);
         let rt = self.registry.get(&rec.runtime.name)?;
@@ -205,9 +246,24 @@ impl Node {
         rt.environment(&rec.runtime.version, &mut env, &rec.runtime.parameters)
             .map_err(in_runtime)?;
 
+        let group = self.isolation.prepare(id, &rec.limits)?;
+        let confinement = isolation::confinement(group.as_ref(), &rec.limits)?;
+        if let Some(creds) = creds {
+            isolation::give_tree(&dir, creds)?;
+        }
+        isolation::prepare_log(&self.layout.log(id), creds)?;
+
         let startup_timeout = rec.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
+        let confined = (creds, &confinement);
         for command in &rec.startup {
-            self.run_startup(id, command, &dir, &env, startup_timeout.duration())?;
+            self.run_startup(
+                id,
+                command,
+                &dir,
+                &env,
+                startup_timeout.duration(),
+                confined,
+            )?;
         }
 
         if let Some(port) = rec.port {
@@ -225,6 +281,8 @@ impl Node {
         };
         match rt.start(&self.ctx, &instance).map_err(in_runtime)? {
             Started::Managed(message) => {
+                // Its runtime's daemon serves it: no group of its own.
+                self.isolation.release(id);
                 self.update(id, |rec| {
                     rec.managed = true;
                     Ok(())
@@ -247,12 +305,13 @@ impl Node {
                 }
                 Ok(message)
             }
-            Started::Supervise(launch) => self.supervise(rec, key, &launch),
+            Started::Supervise(launch) => self.supervise(rec, key, &launch, creds, group.as_ref()),
         }
     }
 
     /// Runs one startup command with `sh -e -c` in the instance directory,
-    /// its output appended to the instance log, bounded by `timeout`.
+    /// its output appended to the instance log, bounded by `timeout`, as
+    /// the instance's user and in its control group (`confined`).
     fn run_startup(
         &self,
         id: &InstanceId,
@@ -260,12 +319,14 @@ impl Node {
         dir: &Path,
         env: &Environment,
         timeout: Duration,
+        confined: (Option<&Credentials>, &Confinement),
     ) -> Outcome<()> {
         let log_path = self.layout.log(id);
         let open_failed = |e| StartFailure::from(Error::io("open log", &log_path, e));
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
             .open(&log_path)
             .map_err(open_failed)?;
         let _ = writeln!(log, "pm-heart: startup command: {command}");
@@ -280,6 +341,7 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
+        process::confine(&mut cmd, confined.0, confined.1);
         let tail = || self.log_tail(id, TAIL_LINES);
         match process::bounded::run(&mut cmd, timeout, "/bin/sh")? {
             Some(0) => Ok(()),
@@ -297,7 +359,14 @@ impl Node {
 
     /// Runs `launch` under a detached `pm-supervisor` and waits until the
     /// instance is ready, has exited, or the start timeout passed.
-    fn supervise(&self, rec: &Record, key: &str, launch: &plugins::Launch) -> Outcome<String> {
+    fn supervise(
+        &self,
+        rec: &Record,
+        key: &str,
+        launch: &plugins::Launch,
+        creds: Option<&Credentials>,
+        group: Option<&Group>,
+    ) -> Outcome<String> {
         let id = &rec.instance_id;
         let control_path = self.layout.control(id);
         let _ = crate::fsutil::remove_if_exists(&self.layout.exited(id));
@@ -310,8 +379,8 @@ impl Node {
             exit_key: key.to_string(),
             port: Some(self.heart_port),
             address_file: Some(self.layout.address()),
-            cgroups: Vec::new(),
-            nofile: None,
+            cgroups: group.map(Group::dirs).unwrap_or_default(),
+            nofile: rec.limits.nofile,
             report_url: self.report_url.clone(),
             log_file: self.layout.log(id),
             log_max_size: None,
@@ -320,7 +389,7 @@ impl Node {
             startflagfile: self.layout.startflag(id),
             stop_timeout: Some(launch.stop_timeout),
             report_deadline: None,
-            user: None,
+            user: creds.map(|c| c.name.clone()),
         };
         let tail = || self.log_tail(id, TAIL_LINES);
         let identity = match supervise::launch(&self.config.supervisor, &control_path, &control) {

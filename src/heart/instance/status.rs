@@ -1,38 +1,43 @@
 //! The live part of an instance's view: its health (from the periodic
 //! checks) and, where known, the memory and CPU time its application
-//! uses. Usage comes from the application's process group, summed from
-//! `/proc` in one pass for all the instances of a view
-//! ([`process::usage::of_groups`]); an instance run in a control group of
-//! its own can answer from that group instead.
+//! uses: from its control group when it runs in one
+//! (`Isolation::add_usage`), else summed from `/proc` over the
+//! application's process group, in one pass over `/proc` for all the
+//! instances of a view that need it ([`process::usage::of_groups`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Node;
 use crate::heart::record::Record;
-use crate::process::usage::{self, Usage};
-use crate::protocol::{InstanceView, State};
+use crate::process::usage;
+use crate::protocol::InstanceView;
 
 impl Node {
-    /// The usage of the application of each running record in `records`,
-    /// by its process group (its `app_pid`).
-    pub(super) fn usage_of(&self, records: &[Arc<Record>]) -> HashMap<i32, Usage> {
-        let groups: Vec<i32> = records
+    /// The views of `records` with their health and usage.
+    pub(super) fn live_views(&self, records: &[Arc<Record>]) -> Vec<InstanceView> {
+        let mut views: Vec<InstanceView> = records
             .iter()
-            .filter(|r| r.state == State::Running)
-            .filter_map(|r| r.app.map(|a| a.pid))
+            .map(|rec| {
+                let mut view = rec.view();
+                view.health = self.checks.health(&rec.instance_id);
+                self.isolation.add_usage(view)
+            })
             .collect();
-        usage::of_groups(&groups)
-    }
-
-    /// The view of `rec` with its health and its usage (from `usage`).
-    pub(super) fn live_view(&self, rec: &Record, usage: &HashMap<i32, Usage>) -> InstanceView {
-        let mut view = rec.view();
-        view.health = self.checks.health(&rec.instance_id);
-        if let Some(found) = view.app_pid.and_then(|pid| usage.get(&pid)) {
-            view.memory_bytes = Some(found.memory_bytes);
-            view.cpu_seconds = Some(found.cpu_seconds);
+        let groups: Vec<i32> = views
+            .iter()
+            .filter(|v| v.memory_bytes.is_none())
+            .filter_map(|v| v.app_pid)
+            .collect();
+        let found = usage::of_groups(&groups);
+        for view in &mut views {
+            if view.memory_bytes.is_some() {
+                continue;
+            }
+            if let Some(u) = view.app_pid.and_then(|pid| found.get(&pid)) {
+                view.memory_bytes = Some(u.memory_bytes);
+                view.cpu_seconds = Some(u.cpu_seconds);
+            }
         }
-        view
+        views
     }
 }

@@ -62,6 +62,10 @@ impl Node {
                 failure = Some(format!("supervisor {} would not stop", identity.pid));
             }
         }
+        if failure.is_none() {
+            // After the supervisor's grace: whatever of it is left goes.
+            self.isolation.release(id);
+        }
         let view = self.update(id, |rec| {
             match &failure {
                 None => {
@@ -123,6 +127,7 @@ impl Node {
             // ERROR or SUSPENDED with a supervisor that somehow lives on.
             self.terminate(&identity, &self.layout.control(id), DEREGISTER_STOP_TIMEOUT);
         }
+        self.isolation.release(id);
         let dir = self.layout.instance(id);
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -2,6 +2,7 @@
 //! where every file is, and the instance files in it.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -80,7 +81,10 @@ impl Layout {
     /// Creates the directories, and a MIME types file when the system
     /// has none.
     pub(super) fn create(&self) -> Result<()> {
-        fsutil::create_dir_all(&self.instances, 0o755)?;
+        fsutil::create_dir_all(&self.instances, 0o700)?;
+        // A directory made by an earlier version is closed too.
+        std::fs::set_permissions(&self.instances, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| crate::error::Error::io("change the mode of", &self.instances, e))?;
         fsutil::create_dir_all(&self.run, 0o755)?;
         if !Path::new(SYSTEM_MIME_TYPES).is_file() {
             fsutil::write_atomic(&self.own_mime_types(), MIME_TYPES.as_bytes(), 0o644)?;

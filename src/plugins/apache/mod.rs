@@ -26,6 +26,11 @@
 //!   written into a directive at all, so such a value fails the start with
 //!   an error naming the variable: encoding it would hand the application
 //!   a value it was never given.
+//! - `instances/ID.conf` holds the instance's environment (`SetEnv`,
+//!   often passwords): it is 0600 in a 0700 directory. Apache reads its
+//!   configuration in its parent process, which runs as the heart's user
+//!   (root, before it drops to its own `User`), so that is enough; the
+//!   instance's own `user` does not apply to what Apache serves.
 //! - An instance's Apache error log, which holds PHP's errors, is the
 //!   instance log `DATA_DIR/logs/ID.log`, so `pm-heart log ID` shows it.
 //! - Status is: Apache's supervisor alive, the file present, and a TCP
@@ -69,6 +74,9 @@ use crate::fsutil;
 use crate::net;
 use crate::protocol::{Environment, Parameters, PluginInstance};
 use crate::wait;
+
+/// The mode of `instances/ID.conf`: it holds the instance's secrets.
+const INSTANCE_CONF_MODE: u32 = 0o600;
 
 /// Environment variable: a port for a placeholder `Listen` that keeps
 /// Apache running when it has no instance.
@@ -215,7 +223,7 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
         // A fresh Apache serves only what is started from now on: files
         // left by a dead Apache belong to instances that are not running.
         layout.clear_instances()?;
-        fsutil::write_atomic(&file, text.as_bytes(), 0o644)?;
+        fsutil::write_atomic(&file, text.as_bytes(), INSTANCE_CONF_MODE)?;
         let result = test_config(&install, &layout, id)
             .and_then(|()| check_port_free(port, ready))
             .and_then(|()| launch_apache(ctx, &install, &layout, port, ready));
@@ -237,14 +245,14 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
     });
     let restore = |file: &Path| -> Result<()> {
         match &previous {
-            Some(bytes) => fsutil::write_atomic(file, bytes, 0o644),
+            Some(bytes) => fsutil::write_atomic(file, bytes, INSTANCE_CONF_MODE),
             None => fsutil::remove_if_exists(file),
         }
     };
     if !was_listening {
         check_port_free(port, ready)?;
     }
-    fsutil::write_atomic(&file, text.as_bytes(), 0o644)?;
+    fsutil::write_atomic(&file, text.as_bytes(), INSTANCE_CONF_MODE)?;
     if let Err(e) = test_config(&install, &layout, id) {
         restore(&file)?;
         return Err(e);
