@@ -2,6 +2,7 @@
 
 mod apache;
 mod client;
+mod deploy;
 mod fixture;
 mod heart;
 mod http;

@@ -58,7 +58,6 @@
 
 // Not called yet outside tests: the heart wires register, `POST /uploads`
 // and `deploy --address` to this (issue 14).
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
 
 mod chown;
 mod gzip;
@@ -77,8 +76,8 @@ use std::fmt;
 use crate::error::{Error, Refusal};
 
 pub(crate) use chown::chown_tree;
-pub(crate) use pack::{pack, Packed};
-pub(crate) use unpack::{unpack, Unpacked};
+pub(crate) use pack::pack;
+pub(crate) use unpack::unpack;
 
 /// Bounds of one unpack, given by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

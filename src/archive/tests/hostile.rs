@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::*;
-use crate::archive::Unpacked;
+use crate::archive::unpack::Unpacked;
 
 #[test]
 fn dot_dot_and_absolute_names_are_refused() {

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use super::*;
-use crate::archive::{chown_tree, pack, Packed};
+use crate::archive::pack::Packed;
+use crate::archive::{chown_tree, pack};
 
 /// A source tree with what applications hold: nested and empty
 /// directories, executables, a private file, links of both kinds, long

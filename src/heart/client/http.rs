@@ -163,6 +163,30 @@ impl Heart {
         self.send(self.agent.patch(self.url(path)), Some(body))
     }
 
+    /// `POST /uploads` with the archive `file` as the body (its length
+    /// declared, streamed from disk), counting what was sent in
+    /// `progress`.
+    pub(super) fn upload(&self, file: &Path, progress: &mut dyn FnMut(u64)) -> Outcome<String> {
+        let mut reader =
+            fs::File::open(file).map_err(|e| Failed::Other(Error::io("open", file, e)))?;
+        let len = reader
+            .metadata()
+            .map_err(|e| Failed::Other(Error::io("read", file, e)))?
+            .len();
+        let mut counted = Counted {
+            inner: &mut reader,
+            sent: 0,
+            progress,
+        };
+        let request = self
+            .agent
+            .post(self.url("/uploads"))
+            .header("Authorization", &self.bearer)
+            .header("Content-Length", &len.to_string())
+            .content_type("application/gzip");
+        self.answer(request.send(ureq::SendBody::from_reader(&mut counted)))
+    }
+
     /// Sends a request that may carry a JSON body, with the token.
     fn send(
         &self,
@@ -243,6 +267,22 @@ fn loopback_for_wildcard(authority: &str) -> String {
     match authority.parse::<SocketAddr>() {
         Ok(addr) => net::loopback_of(addr).to_string(),
         Err(_) => authority.to_string(),
+    }
+}
+
+/// A reader that tells `progress` how much went through it.
+struct Counted<'a> {
+    inner: &'a mut dyn std::io::Read,
+    sent: u64,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl std::io::Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sent += n as u64;
+        (self.progress)(self.sent);
+        Ok(n)
     }
 }
 

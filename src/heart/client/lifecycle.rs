@@ -2,7 +2,7 @@
 //! `update` and the redeploy in place that `deploy` does for an
 //! application that already has exactly one instance on the node.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
@@ -155,8 +155,15 @@ pub(super) fn redeploy_target(
 
 /// Redeploys `id` in place from `dir`: new source and manifest, restarted
 /// on the same port.
-pub(super) fn redeploy(heart: &Heart, dir: &Path, id: &InstanceId, json: bool) -> Outcome<()> {
+pub(super) fn redeploy(
+    heart: &Heart,
+    dir: &Path,
+    id: &InstanceId,
+    uploaded: Option<PathBuf>,
+    json: bool,
+) -> Outcome<()> {
     let (source, manifest) = load_manifest(dir)?;
+    let source = uploaded.unwrap_or(source);
     let body = encode(&SourceRequest {
         source,
         source_sha256: None,

@@ -41,6 +41,7 @@ use self::http::Heart;
 use self::render::{
     answered_state, list_table, print, print_json, runtimes_table, show_lines, state_line,
 };
+use crate::archive;
 use crate::cli;
 use crate::error::Error;
 use crate::exit::Tool;
@@ -202,15 +203,29 @@ fn execute(args: &Args, command: Command) -> Outcome<()> {
             let view: InstanceView = decode(&text)?;
             print(&show_lines(&view, &heart.app_host))
         }
-        Command::Deploy(ref dir) if !args.new => {
-            match lifecycle::redeploy_target(&heart, dir, args.id.as_ref())? {
-                Some(id) => lifecycle::redeploy(&heart, dir, &id, args.json),
-                None => register_and_start(&heart, &command, body, args.json),
+        Command::Deploy(ref dir) => {
+            // A heart named by --address may not see this machine's files:
+            // the source travels as an upload.
+            let uploaded = match &args.address {
+                Some(_) => Some(upload_dir(&heart, dir)?),
+                None => None,
+            };
+            let target = match args.new {
+                true => None,
+                false => lifecycle::redeploy_target(&heart, dir, args.id.as_ref())?,
+            };
+            match target {
+                Some(id) => lifecycle::redeploy(&heart, dir, &id, uploaded, args.json),
+                None => {
+                    let body = match uploaded {
+                        Some(source) => read_manifest_from(dir, args.id.clone(), source)?,
+                        None => body.unwrap_or_default(),
+                    };
+                    register_and_start(&heart, &command, Some(body), args.json)
+                }
             }
         }
-        Command::Register(_) | Command::Deploy(_) => {
-            register_and_start(&heart, &command, body, args.json)
-        }
+        Command::Register(_) => register_and_start(&heart, &command, body, args.json),
 
         Command::Start(id) => start(&heart, &id, args.json),
         Command::StartAll => lifecycle::start_all(&heart, args.json),
@@ -374,13 +389,73 @@ fn read_register_file(file: &Path) -> Outcome<Vec<u8>> {
 /// Reads `DIR/paasmaker.json` and makes it a register request with `DIR`
 /// (absolute) as the source.
 fn read_manifest(dir: &Path, instance_id: Option<InstanceId>) -> Outcome<Vec<u8>> {
-    let (source, manifest) = load_manifest(dir)?;
+    let (source, _) = load_manifest(dir)?;
+    read_manifest_from(dir, instance_id, source)
+}
+
+/// Reads `DIR/paasmaker.json` and makes it a register request with
+/// `source` as the source.
+fn read_manifest_from(
+    dir: &Path,
+    instance_id: Option<InstanceId>,
+    source: PathBuf,
+) -> Outcome<Vec<u8>> {
+    let (_, manifest) = load_manifest(dir)?;
     encode(&RegisterRequest {
         instance_id,
         source,
         source_sha256: None,
         manifest,
     })
+}
+
+/// Packs `dir` (less what its `.pmignore` names) into a temporary
+/// `.tar.gz`, uploads it (`POST /uploads`) with a progress line on a
+/// terminal, and answers the source that names it: `upload:ID`.
+fn upload_dir(heart: &Heart, dir: &Path) -> Outcome<PathBuf> {
+    use std::io::IsTerminal;
+    let path = std::env::temp_dir().join(format!("pm-deploy-{}.tar.gz", std::process::id()));
+    let packed = {
+        let mut file =
+            fs::File::create(&path).map_err(|e| Failed::Other(Error::io("create", &path, e)))?;
+        archive::pack(dir, &mut file).map_err(Failed::Other)
+    };
+    let packed = match packed {
+        Ok(packed) => packed,
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    let size = fs::metadata(&path).map_or(0, |m| m.len());
+    eprintln!(
+        "{PROG}: packed {} ({} members, {size} bytes)",
+        dir.display(),
+        packed.members
+    );
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut shown = 0u64;
+    let mut progress = |sent: u64| {
+        if terminal && (sent - shown >= 1 << 20 || sent == size) {
+            shown = sent;
+            let rate = sent as f64 / started.elapsed().as_secs_f64().max(1e-3) / 1e6;
+            eprint!("\ruploading: {sent} of {size} bytes, {rate:.1} MB/s");
+        }
+    };
+    let answer = heart.upload(&path, &mut progress);
+    let _ = fs::remove_file(&path);
+    if terminal {
+        eprintln!();
+    }
+    let text = answer?;
+    let upload: serde_json::Value = decode(&text)?;
+    let id = upload["upload"].as_str().unwrap_or_default().to_string();
+    eprintln!(
+        "{PROG}: uploaded {size} bytes as upload {id} (sha256 {})",
+        upload["sha256"].as_str().unwrap_or_default()
+    );
+    Ok(PathBuf::from(format!("upload:{id}")))
 }
 
 /// `DIR` made absolute, and the manifest `DIR/paasmaker.json`.

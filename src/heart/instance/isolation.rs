@@ -363,18 +363,7 @@ pub(crate) fn give_tree(dir: &Path, creds: &Credentials) -> Result<()> {
     if meta.uid() == creds.uid.as_raw() && meta.gid() == creds.gid.as_raw() {
         return Ok(());
     }
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        std::os::unix::fs::lchown(&path, Some(creds.uid.as_raw()), Some(creds.gid.as_raw()))
-            .map_err(|e| Error::io(format!("give to user {}", creds.name), &path, e))?;
-        let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-        if is_dir {
-            for entry in fs::read_dir(&path).map_err(|e| Error::io("list", &path, e))? {
-                stack.push(entry.map_err(|e| Error::io("list", &path, e))?.path());
-            }
-        }
-    }
-    Ok(())
+    crate::archive::chown_tree(dir, creds.uid, creds.gid)
 }
 
 /// Creates the instance log if needed, mode 0640, its group the primary
