@@ -213,3 +213,52 @@ fn deploy_with_an_address_uploads_what_the_heart_cannot_see() {
         ".pmignore was not honoured"
     );
 }
+
+/// Writes a manifest of application `replaced` that runs `command`.
+fn replaceable(dir: &Dir, command: &str) {
+    dir.write(
+        "app/paasmaker.json",
+        json!({
+            "application": {"name": "replaced"},
+            "runtime": {"name": "shell", "version": "1",
+                        "parameters": {"launch_command": command, "standalone_wait": 0.2}},
+            "standalone": true
+        })
+        .to_string(),
+    );
+}
+
+#[test]
+fn deploy_replace_starts_the_new_before_removing_the_old_and_keeps_it_on_failure() {
+    let heart = TestHeart::serve("deploy-replace", &[]);
+    let dir = Dir::new("deploy-replace-app");
+    let deploy = |args: &[&str]| {
+        heart.client(&[&["deploy", dir.join("app").to_str().unwrap()], args].concat())
+    };
+    replaceable(&dir, "sleep 60");
+    exited_with(&deploy(&[]), 0, "first deploy");
+    let ids = |heart: &TestHeart| -> Vec<String> {
+        let list = heart.call("GET", "/instances", None).json();
+        list["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["instance_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = ids(&heart);
+    assert_eq!(first.len(), 1);
+
+    exited_with(&deploy(&["--replace"]), 0, "deploy --replace");
+    let second = ids(&heart);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first);
+    assert_eq!(heart.state(&second[0]), "RUNNING");
+
+    // A replacement that cannot start leaves the running one alone.
+    replaceable(&dir, "/nonexistent/program");
+    let out = deploy(&["--replace"]);
+    assert_ne!(out.status.code(), Some(0), "a failed replacement succeeded");
+    assert_eq!(ids(&heart), second);
+    assert_eq!(heart.state(&second[0]), "RUNNING");
+}

@@ -28,7 +28,7 @@ usage: pm-heart list [CLIENT-OPTIONS]
        pm-heart log ID [--tail N] [--since TIME] [--follow] [CLIENT-OPTIONS]
        pm-heart events [--tail N] [--since TIME] [--follow] [CLIENT-OPTIONS]
        pm-heart runtimes [CLIENT-OPTIONS]
-       pm-heart deploy DIR [--id ID | --new] [CLIENT-OPTIONS]
+       pm-heart deploy DIR [--id ID | --new | --replace] [CLIENT-OPTIONS]
 client options: [--data-dir DIR] [--address ADDR] [--token TOKEN] [--json] [--help]
 
 Client options may come before or after the subcommand. Without them the
@@ -108,6 +108,7 @@ struct Raw {
     follow: bool,
     id: Option<String>,
     new: bool,
+    replace: bool,
     all: bool,
     env: Vec<String>,
     unset: Vec<String>,
@@ -135,6 +136,8 @@ pub(super) struct Args {
     pub id: Option<InstanceId>,
     /// `deploy --new`.
     pub new: bool,
+    /// `deploy --replace`.
+    pub replace: bool,
 }
 
 /// Where the client finds its heart when no option says: the
@@ -216,6 +219,7 @@ fn parse_raw(
             }
             Long("id") if command == "deploy" => raw.id = Some(string_value(&mut parser)?),
             Long("new") if command == "deploy" => raw.new = true,
+            Long("replace") if command == "deploy" => raw.replace = true,
             Long("all") if command == "start" => raw.all = true,
             Long("env") if command == "update" => raw.env.push(string_value(&mut parser)?),
             Long("unset") if command == "update" => raw.unset.push(string_value(&mut parser)?),
@@ -235,6 +239,11 @@ fn validate(command: &str, raw: Raw, env: Environment) -> Result<Args, Error> {
     if raw.new && raw.id.is_some() {
         return Err(Error::Usage(
             "deploy: --id and --new exclude each other".into(),
+        ));
+    }
+    if raw.replace && (raw.new || raw.id.is_some()) {
+        return Err(Error::Usage(
+            "deploy: --replace registers a new instance itself: no --id or --new".into(),
         ));
     }
     let mut args = Args {
@@ -257,6 +266,7 @@ fn validate(command: &str, raw: Raw, env: Environment) -> Result<Args, Error> {
         follow: raw.follow,
         id: raw.id.map(instance_id).transpose()?,
         new: raw.new,
+        replace: raw.replace,
     };
     if raw.help {
         return Ok(args);

@@ -315,6 +315,7 @@ mod tests {
             follow: false,
             id: None,
             new: false,
+            replace: false,
         };
         let heart = Heart::connect(&args).unwrap();
         let answers = [

@@ -190,3 +190,51 @@ pub(super) fn redeploy(
     }
     Ok(())
 }
+
+/// `deploy --replace`: registers the new version as a new instance and
+/// starts it; only once it is `RUNNING` (and, with a health check,
+/// healthy: the heart answers a start only then) are the application's
+/// other instances on this node stopped and deregistered. A new instance
+/// that fails to start is deregistered and the old ones keep serving.
+/// With `--pacemaker`, the controller hears the new instance's `RUNNING`
+/// before the old ones' `STOPPED`.
+pub(super) fn replace(heart: &Heart, dir: &Path, register: &[u8], json: bool) -> Outcome<()> {
+    let (_, manifest) = load_manifest(dir)?;
+    let name = &manifest.application.name;
+    let list: InstanceList = decode(&heart.get("/instances")?)?;
+    let old: Vec<InstanceId> = list
+        .instances
+        .iter()
+        .filter(|v| &v.application.name == name)
+        .map(|v| v.instance_id.clone())
+        .collect();
+    let view: InstanceView = decode(&heart.post("/instances", Some(register))?)?;
+    let id = view.instance_id;
+    if let Err(failed) = heart.post(&format!("/instances/{id}/start"), None) {
+        let _ = heart.delete(&format!("/instances/{id}"));
+        return Err(failed);
+    }
+    for old_id in &old {
+        heart.post(&format!("/instances/{old_id}/stop"), None)?;
+        heart.delete(&format!("/instances/{old_id}"))?;
+    }
+    let view: InstanceView = decode(&heart.get(&format!("/instances/{id}"))?)?;
+    if json {
+        return print_json(&serde_json::to_string(&view).unwrap_or_default());
+    }
+    let port = view
+        .port
+        .map_or_else(String::new, |p| format!(" on port {p}"));
+    print(&format!(
+        "{id}: {}{port}; replaced {}\n",
+        view.state.as_str(),
+        if old.is_empty() {
+            "nothing".to_string()
+        } else {
+            old.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    ))
+}

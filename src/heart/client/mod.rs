@@ -210,6 +210,13 @@ fn execute(args: &Args, command: Command) -> Outcome<()> {
                 Some(_) => Some(upload_dir(&heart, dir)?),
                 None => None,
             };
+            if args.replace {
+                let body = match uploaded {
+                    Some(source) => read_manifest_from(dir, None, source)?,
+                    None => read_manifest(dir, None)?,
+                };
+                return lifecycle::replace(&heart, dir, &body, args.json);
+            }
             let target = match args.new {
                 true => None,
                 false => lifecycle::redeploy_target(&heart, dir, args.id.as_ref())?,
