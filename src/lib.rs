@@ -39,14 +39,13 @@ pub(crate) mod fsutil;
 pub(crate) mod http;
 pub(crate) mod lockfile;
 pub(crate) mod logfile;
-// Until GET /metrics (issue 13) uses it; remove it then.
-#[allow(dead_code)]
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub(crate) mod notify;
 pub(crate) mod plugins;
 #[allow(unsafe_code)]
 pub(crate) mod process;
+pub(crate) mod rfc3339;
 pub(crate) mod secret;
 pub(crate) mod shellwords;
 #[allow(unsafe_code)]

@@ -80,8 +80,6 @@ pub(crate) fn port_answers(port: u16) -> bool {
 ///
 /// Why there was no status, for an operator: "GET /healthz timed out after
 /// 2 s", "connection refused", "no HTTP answer".
-// Until health checks (issue 13) use it; remove it then.
-#[allow(dead_code)]
 pub(crate) fn http_status(port: u16, path: &str, timeout: Duration) -> Result<u16, String> {
     use std::io::{Read, Write};
     use std::time::Instant;

@@ -105,6 +105,14 @@ pub(crate) fn launch(
     Ok(Identity::of(pid).filter(|id| is_supervising(id, control_path)))
 }
 
+/// The application a supervisor runs, from the pid it wrote in its
+/// startflag file (the leader of the command's process group), with its
+/// start time; `None` when the file holds no live pid.
+pub(crate) fn app_identity(startflagfile: &Path) -> Option<Identity> {
+    let text = std::fs::read_to_string(startflagfile).ok()?;
+    Identity::of(text.trim().parse().ok()?)
+}
+
 /// True when `identity` is alive and is a `pm-supervisor` whose command
 /// line names `control_path`: the check that keeps a recycled pid from
 /// being trusted or signalled.

@@ -10,6 +10,7 @@ mod http;
 mod isolate;
 mod lifecycle;
 mod logs;
+mod observe;
 mod plugins;
 mod recovery;
 mod runtime;

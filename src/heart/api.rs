@@ -15,7 +15,10 @@
 //! | `PATCH /instances/ID` | 200 the updated instance; 400 malformed or unknown field; 404; 422 version or parameters invalid |
 //! | `PUT /instances/ID/source` | `{"source", "manifest"?}`: redeploy in place, answered like a start; 404; 422 bad source or manifest |
 //! | `DELETE /instances/ID` | 200 the instance (`DEREGISTERED`, then gone); 404; 409 `STARTING` or `RUNNING` |
-//! | `GET /instances/ID/log[?tail=N]` | 200 text/plain (the whole log up to its last MiB, or its last N lines); 404 |
+//! | `GET /instances/ID/log[?tail=N\|?since=T]` | 200 text/plain (the whole log up to its last MiB, or its last N lines, or its lines since T); 404 |
+//! | `GET /instances/ID/log?follow=1[&tail=N\|&since=T]` | 200 text/plain, streamed (chunked) as lines are written, until the client closes or the instance is deregistered; 404 |
+//! | `GET /events[?tail=N\|?since=T][&follow=1]` | 200 text/plain: the heart's event log, streamed with `follow=1` |
+//! | `GET /metrics` | 200 the Prometheus text format |
 //! | `POST /uploads` | 201 `{"upload": ID, "sha256": ..., "size": N}` (gzip body, streamed to disk, at most `--max-source-size`); 413 too large; 422 not gzip |
 //! | `GET`/`POST /instance/exit/ID/KEY/CODE` | 200 `{"state": ...}` (no token); 403 stale or spent key; 404 unknown instance; 400 bad code |
 //!
@@ -25,6 +28,9 @@
 //! [`BODY_LIMIT`] 413. Every error body is `{"error": "..."}`; a start
 //! that ends in `ERROR` adds `"instance"`, the instance as it is then.
 //! An instance id in a path that is not `[A-Za-z0-9-]{1,64}` is 400.
+//! Follows (`follow=1`) run on the stream pool (`api/follow.rs`).
+
+mod follow;
 
 use std::sync::Arc;
 
@@ -47,6 +53,16 @@ const TAIL_MAX: usize = 1_000_000;
 enum Reply {
     Json(u16, Vec<u8>),
     Text(String),
+    Metrics(String),
+}
+
+impl Reply {
+    fn status(&self) -> u16 {
+        match self {
+            Reply::Json(status, _) => *status,
+            Reply::Text(_) | Reply::Metrics(_) => 200,
+        }
+    }
 }
 
 /// Why a request is not done: the HTTP edge's own refusals, or an error
@@ -153,7 +169,13 @@ impl Service for Api {
                 | (Method::Put, ["instances", _, "source"])
                 | (Method::Delete, ["instances", _])
         );
-        let pool = if slow { Pool::Slow } else { Pool::Quick };
+        let pool = if slow {
+            Pool::Slow
+        } else if follow::is_follow(request.method(), &request.segments(), request.query()) {
+            Pool::Stream
+        } else {
+            Pool::Quick
+        };
         Plan::Buffer {
             pool,
             limit: BODY_LIMIT,
@@ -172,6 +194,9 @@ impl Service for Api {
                 return response_of(reply);
             }
         };
+        if follow::is_follow(request.method(), &request.segments(), request.query()) {
+            return follow::respond(&self.node, &request);
+        }
         let reply = route(&self.node, &request, body);
         response_of(reply)
     }
@@ -189,6 +214,7 @@ fn response_of(reply: Reply) -> Response {
     match reply {
         Reply::Json(status, body) => Response::new(status, "application/json", body),
         Reply::Text(text) => Response::new(200, "text/plain; charset=utf-8", text.into_bytes()),
+        Reply::Metrics(text) => Response::new(200, crate::metrics::CONTENT_TYPE, text.into_bytes()),
     }
 }
 
@@ -228,13 +254,13 @@ fn done_reply(done: &Done) -> Reply {
     }
 }
 
-fn parse_id(id: &str) -> Result<InstanceId, Error> {
+pub(super) fn parse_id(id: &str) -> Result<InstanceId, Error> {
     id.parse()
         .map_err(|e: protocol::InvalidId| Error::refused(Refusal::BadRequest, e.to_string()))
 }
 
 /// `tail=N` from a query string.
-fn tail_param(query: &str) -> Result<Option<usize>, Error> {
+pub(super) fn tail_param(query: &str) -> Result<Option<usize>, Error> {
     for pair in query.split('&') {
         if let Some(value) = pair.strip_prefix("tail=") {
             return match value.parse::<usize>() {
@@ -284,7 +310,33 @@ fn state_param(query: &str) -> Result<Option<State>, Error> {
 fn route(node: &Node, request: &http::Request, body: Vec<u8>) -> Reply {
     let segments = request.segments();
     let result = dispatch(node, body, request.method(), &segments, request.query());
-    result.unwrap_or_else(|rejection| error_reply(&rejection))
+    let reply = result.unwrap_or_else(|rejection| error_reply(&rejection));
+    node.count_request(
+        route_pattern(&segments),
+        request.method().as_str(),
+        reply.status(),
+    );
+    reply
+}
+
+/// The route a path matches, as a pattern (`/instances/{id}/log`): the
+/// label of `paasmaker_heart_requests_total`, which must not grow with
+/// the ids asked for.
+pub(super) fn route_pattern(segments: &[&str]) -> &'static str {
+    match segments {
+        ["health"] => "/health",
+        ["runtimes"] => "/runtimes",
+        ["metrics"] => "/metrics",
+        ["events"] => "/events",
+        ["uploads"] => "/uploads",
+        ["instances"] => "/instances",
+        ["instances", _] => "/instances/{id}",
+        ["instances", _, "start"] => "/instances/{id}/start",
+        ["instances", _, "stop"] => "/instances/{id}/stop",
+        ["instances", _, "log"] => "/instances/{id}/log",
+        ["instance", "exit", _, _, _] => "/instance/exit/{id}/{key}/{code}",
+        _ => "other",
+    }
 }
 
 fn dispatch(
@@ -305,6 +357,8 @@ fn dispatch(
             }),
         )),
         (Get, ["runtimes"]) => Ok(json_reply(200, &node.runtimes())),
+        (Get, ["metrics"]) => Ok(Reply::Metrics(node.metrics())),
+        (Get, ["events"]) => Ok(Reply::Text(node.events_text(follow::start_param(query)?))),
         (Get, ["instances"]) => Ok(json_reply(
             200,
             &InstanceList {
@@ -360,8 +414,7 @@ fn dispatch(
         }
         (Get, ["instances", id, "log"]) => {
             let id = &parse_id(id)?;
-            let tail = tail_param(query)?;
-            Ok(Reply::Text(node.log(id, tail)?))
+            Ok(Reply::Text(node.log_from(id, follow::start_param(query)?)?))
         }
         (Get | Post, ["instance", "exit", id, key, code]) => {
             let id = &id
@@ -375,6 +428,8 @@ fn dispatch(
             _,
             ["health"]
             | ["runtimes"]
+            | ["metrics"]
+            | ["events"]
             | ["instances"]
             | ["instances", _]
             | ["instances", _, "start" | "stop" | "log" | "restart" | "signal" | "source"]

@@ -17,6 +17,8 @@
 //!                                   ID.start, ID.exited
 //!   logs/ID.log               0640  each instance's log: the heart's, its
 //!                                   group the instance user's group
+//!   heart.log                 0640  the heart's event log (`events`), with
+//!                                   heart.log.1 .. heart.log.5 rotated
 //!   runtimes/                 0755  for runtimes that manage a daemon
 //!   uploads/ID.tar.gz         0700  sources uploaded (POST /uploads) or
 //!                                   downloaded for a register
@@ -159,6 +161,11 @@ impl Layout {
     /// `logs/ID.log`.
     pub(crate) fn log(&self, id: &InstanceId) -> PathBuf {
         self.logs().join(format!("{id}.log"))
+    }
+
+    /// `heart.log`, the heart's event log.
+    pub(crate) fn events(&self) -> PathBuf {
+        self.root.join("heart.log")
     }
 
     /// `runtimes/`, for runtimes that manage a daemon.

@@ -14,11 +14,18 @@
 //!   `http-read` (one poll loop over every connection still sending its
 //!   request, with deadlines), and the worker pools `http-quick-0..3`
 //!   (reads, health, exit reports), `http-slow-0..31` (register, start,
-//!   stop, deregister) and `http-stream-0..7`: all joined by
+//!   stop, deregister) and `http-stream-0..7` (follows of a log or of the
+//!   events, each until the client is gone, the instance deregistered or
+//!   shutdown began): all joined by
 //!   `Server::shutdown`, which lets the requests in progress finish for
 //!   up to 30 s.
 //! - `checker`: the periodic check, `.exited` files, and restarts when
 //!   due: joined by the main thread once shutdown began.
+//! - `health`: keeps the queue of periodic health checks and hands those
+//!   due to its pool of `health-0` … `health-7` checkers: joined by the
+//!   main thread once shutdown began. The checkers are not joined: each
+//!   ends after its current check (bounded by its timeout), which changes
+//!   nothing once shutdown began.
 //! - `restart-ID` (at most one per instance): one restart each: joined by
 //!   `Node::shutdown`, after the checker (so no new one starts).
 //! - `resume` (once, when instances were found gone at start-up): brings
@@ -47,6 +54,8 @@
 pub(crate) mod api;
 pub(crate) mod client;
 pub(crate) mod config;
+pub(crate) mod events;
+pub(crate) mod follow;
 pub(crate) mod instance;
 pub(crate) mod layout;
 pub(crate) mod pacemaker;
@@ -72,7 +81,7 @@ usage: pm-heart serve [OPTIONS]        run the node agent (see pm-heart serve --
        pm-heart [CLIENT-OPTIONS] COMMAND [ARGS] [CLIENT-OPTIONS]
                                        talk to a running agent:
            list, show, register, start, stop, restart, signal, update,
-           deregister, log, runtimes, deploy (see pm-heart list --help)
+           deregister, log, events, runtimes, deploy (see pm-heart list --help)
        pm-heart --help | --version
 ";
 

@@ -15,9 +15,10 @@ use super::store::{Keyed, Store};
 use crate::error::Result;
 use crate::process::Identity;
 use crate::protocol::{
-    Application, Desired, Environment, InstanceId, InstanceView, Limits, Parameters, Restart,
-    RuntimeSpec, Seconds, State,
+    Application, Desired, Environment, HealthCheck, InstanceId, InstanceView, LastExit, Limits,
+    Parameters, Restart, RuntimeSpec, Seconds, State,
 };
+use crate::rfc3339::Timestamp;
 
 /// Default bound of each startup command (parameter `startup_timeout`).
 pub(crate) use crate::plugins::params::DEFAULT_STARTUP_TIMEOUT;
@@ -109,6 +110,31 @@ pub(crate) struct Record {
     /// Its resource limits.
     #[serde(default)]
     pub limits: Limits,
+    // Issue 13: observability.
+    /// Its health check (`None`: a TCP connect when it has a port).
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// The application process of the current launch (the leader of its
+    /// process group), as the supervisor wrote it in the startflag.
+    #[serde(default)]
+    pub app: Option<Identity>,
+    /// Restarts by the policy since the last operator start.
+    #[serde(default)]
+    pub restarts: u32,
+    /// How its process last ended.
+    #[serde(default)]
+    pub last_exit: Option<Exit>,
+}
+
+/// How an instance's process ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Exit {
+    /// The exit code, when known.
+    pub code: Option<i32>,
+    /// When, in seconds since the Unix epoch.
+    pub at: f64,
+    /// Why.
+    pub reason: String,
 }
 
 impl Record {
@@ -143,6 +169,25 @@ impl Record {
             limits: self.limits,
             memory_bytes: None,
             cpu_seconds: None,
+            app_pid: match self.state {
+                State::Starting | State::Running => self
+                    .app
+                    .filter(crate::process::Identity::is_alive)
+                    .map(|a| a.pid),
+                _ => None,
+            },
+            started_at: (self.state == State::Running)
+                .then_some(self.running_since)
+                .flatten()
+                .map(|t| Timestamp::from_secs(t).to_string()),
+            restarts: self.restarts,
+            last_exit: self.last_exit.as_ref().map(|e| LastExit {
+                code: e.code,
+                at: Timestamp::from_secs(e.at).to_string(),
+                reason: e.reason.clone(),
+            }),
+            health: None,
+            health_check: self.health_check.clone(),
         }
     }
 }

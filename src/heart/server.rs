@@ -120,6 +120,13 @@ pub(crate) fn serve(config: Config) -> Result<()> {
             .spawn(move || node.run_checker())
             .map_err(|e| Error::io("start thread", "checker", e))?
     };
+    let health = {
+        let node = Arc::clone(&node);
+        thread::Builder::new()
+            .name("health".into())
+            .spawn(move || node.run_health())
+            .map_err(|e| Error::io("start thread", "health", e))?
+    };
 
     cli::print(&format!("listening on {listen}\n")).map_err(|e| Error::io("write", "stdout", e))?;
     notify::notify("READY=1");
@@ -151,6 +158,7 @@ pub(crate) fn serve(config: Config) -> Result<()> {
         );
     }
     let _ = checker.join();
+    let _ = health.join();
     node.shutdown();
     Ok(())
 }

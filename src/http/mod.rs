@@ -49,7 +49,7 @@ mod server;
 
 pub(crate) use body::{Body, BodyError, BodyReader};
 pub(crate) use config::{Config, PoolSize};
-pub(crate) use request::{Method, Request};
+pub(crate) use request::{percent_decode, Method, Request};
 pub(crate) use response::{Response, StreamWriter};
 pub(crate) use server::{bind, Bound, Server, Stats};
 

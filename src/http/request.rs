@@ -345,7 +345,7 @@ fn decode_segment(raw: &str) -> String {
 
 /// `s` with `%XX` decoded (and `+` as a space when `plus` is set); `None`
 /// for a malformed escape or a result that is not UTF-8.
-fn percent_decode(s: &str, plus: bool) -> Option<String> {
+pub(crate) fn percent_decode(s: &str, plus: bool) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -17,6 +17,7 @@ pub(crate) mod bounded;
 pub(crate) mod forward;
 pub(crate) mod reap;
 pub(crate) mod spawn;
+pub(crate) mod usage;
 
 use std::ffi::OsString;
 use std::fs;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Environment, InstanceId, Limits, Parameters};
+use super::{Environment, HealthCheck, InstanceId, Limits, Parameters};
 
 /// Life-cycle states of an instance (SPEC §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -124,6 +124,10 @@ pub struct Manifest {
     /// control groups.
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    // Issue 13: observability.
+    /// How readiness and health are checked; without one, a TCP connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
 
 /// The body of `POST /instances`.
@@ -187,6 +191,61 @@ pub struct InstanceView {
     /// CPU time its control group used since it started, while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_seconds: Option<f64>,
+    // Issue 13: observability.
+    /// The application's own pid (its process group) while it runs.
+    #[serde(default)]
+    pub app_pid: Option<i32>,
+    /// When it became `RUNNING`, RFC 3339; `None` when not running.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// Restarts by the restart policy since the last operator start.
+    #[serde(default)]
+    pub restarts: u32,
+    /// How its process last ended.
+    #[serde(default)]
+    pub last_exit: Option<LastExit>,
+    /// Its health check, as last run.
+    #[serde(default)]
+    pub health: Option<Health>,
+    /// The health check it has (`None`: a TCP connect when it has a port).
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// How an instance's process last ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastExit {
+    /// Its exit code; `None` when it is not known (a supervisor gone
+    /// without a report, a process stopped as unhealthy).
+    pub code: Option<i32>,
+    /// When, RFC 3339.
+    pub at: String,
+    /// Why, as the message said then.
+    pub reason: String,
+}
+
+/// The outcome of an instance's health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Not checked since it became `RUNNING`.
+    Unknown,
+    /// The last check passed.
+    Healthy,
+    /// The last check failed (fewer than `failures` in a row, or the
+    /// instance was stopped for it).
+    Unhealthy,
+}
+
+/// An instance's health, as its last check found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// The outcome.
+    pub status: HealthStatus,
+    /// When it was last checked, RFC 3339.
+    pub last_checked: Option<String>,
+    /// Why the last check failed; empty when it passed.
+    pub message: String,
 }
 
 /// What the operator last asked of an instance (issue 11): start,
@@ -246,6 +305,10 @@ pub struct UpdateRequest {
     pub startup: Option<Vec<String>>,
     // Fields of other issues (`user`, `limits`, `health_check`) are added
     // here, each an `Option` of its validated type.
+    // Issue 13: observability.
+    /// A new health check, replacing the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
 
 /// The body of `PUT /instances/ID/source` (redeploy in place).

@@ -37,9 +37,9 @@ pub mod plugin;
 pub mod seconds;
 
 pub use api::{
-    ApiError, ApiErrorOf, Application, Desired, InstanceList, InstanceView, Manifest,
-    RegisterRequest, Restart, RuntimeSpec, RuntimeUpdate, SourceRequest, StartAllAnswer, State,
-    UpdateRequest,
+    ApiError, ApiErrorOf, Application, Desired, Health, HealthStatus, InstanceList, InstanceView,
+    LastExit, Manifest, RegisterRequest, Restart, RuntimeSpec, RuntimeUpdate, SourceRequest,
+    StartAllAnswer, State, UpdateRequest,
 };
 pub use control::{
     exit_report_path, Command, ControlFile, DEFAULT_REPORT_DEADLINE, DEFAULT_STOP_TIMEOUT,

@@ -420,7 +420,8 @@ pub(crate) fn run(config: Config, pipe: SignalPipe, detached: Option<Notifier>) 
                 tell(Code::System);
                 return Ok(Code::System);
             }
-            write_state_file(&config.startflag, b"", &log);
+            // The command's pid, for the heart's `app_pid`.
+            write_state_file(&config.startflag, format!("{pid}\n").as_bytes(), &log);
             tell(Code::Success);
             let slot = Arc::new(Slot::new(pid));
             let stop_requested = Arc::new(AtomicBool::new(false));
@@ -560,6 +561,9 @@ fn forward_signal(
                 errno.desc()
             ));
         }
+        // A stopped process (SIGSTOP) acts on its SIGTERM only once it is
+        // continued; systemd follows its stop signal with SIGCONT too.
+        let _ = process::signal_group(pid, Signal::SIGCONT);
     });
     if sent.is_none() || slot.wait_cleared(stop_timeout) {
         return;

@@ -25,7 +25,8 @@ usage: pm-heart list [CLIENT-OPTIONS]
        pm-heart signal ID SIGNAL [CLIENT-OPTIONS]
        pm-heart update ID [--env KEY=VALUE]... [--unset KEY]... [--restart] [CLIENT-OPTIONS]
        pm-heart deregister ID [CLIENT-OPTIONS]
-       pm-heart log ID [--tail N] [CLIENT-OPTIONS]
+       pm-heart log ID [--tail N] [--since TIME] [--follow] [CLIENT-OPTIONS]
+       pm-heart events [--tail N] [--since TIME] [--follow] [CLIENT-OPTIONS]
        pm-heart runtimes [CLIENT-OPTIONS]
        pm-heart deploy DIR [--id ID | --new | --replace] [CLIENT-OPTIONS]
 client options: [--data-dir DIR] [--address ADDR] [--token TOKEN] [--json] [--help]
@@ -44,7 +45,7 @@ this state, 100 misuse, 111 heart unreachable. See pm-heart(8).
 ";
 
 /// The client subcommands.
-pub(crate) const COMMANDS: [&str; 12] = [
+pub(crate) const COMMANDS: [&str; 13] = [
     "list",
     "show",
     "register",
@@ -55,6 +56,7 @@ pub(crate) const COMMANDS: [&str; 12] = [
     "update",
     "deregister",
     "log",
+    "events",
     "runtimes",
     "deploy",
 ];
@@ -78,6 +80,7 @@ pub(super) enum Command {
     Update(InstanceId, Update),
     Deregister(InstanceId),
     Log(InstanceId),
+    Events,
     Runtimes,
     Deploy(PathBuf),
 }
@@ -101,6 +104,8 @@ struct Raw {
     token: Option<String>,
     json: bool,
     tail: Option<u64>,
+    since: Option<String>,
+    follow: bool,
     id: Option<String>,
     new: bool,
     replace: bool,
@@ -121,8 +126,12 @@ pub(super) struct Args {
     pub address: Option<String>,
     pub token: Option<String>,
     pub json: bool,
-    /// `log --tail N`.
+    /// `log --tail N`, `events --tail N`.
     pub tail: Option<u64>,
+    /// `log --since TIME`, `events --since TIME`: RFC 3339, checked.
+    pub since: Option<String>,
+    /// `log --follow`, `events --follow`.
+    pub follow: bool,
     /// `deploy --id ID`.
     pub id: Option<InstanceId>,
     /// `deploy --new`.
@@ -194,7 +203,13 @@ fn parse_raw(
             Long("address") => raw.address = Some(string_value(&mut parser)?),
             Long("token") => raw.token = Some(string_value(&mut parser)?),
             Long("json") => raw.json = true,
-            Long("tail") if command == "log" => {
+            Long("since") if matches!(command, "log" | "events") => {
+                raw.since = Some(string_value(&mut parser)?);
+            }
+            Short('f') | Long("follow") if matches!(command, "log" | "events") => {
+                raw.follow = true;
+            }
+            Long("tail") if matches!(command, "log" | "events") => {
                 raw.tail = Some(
                     parser
                         .value()
@@ -241,6 +256,14 @@ fn validate(command: &str, raw: Raw, env: Environment) -> Result<Args, Error> {
         token: raw.token.or(env.token),
         json: raw.json,
         tail: raw.tail,
+        since: match raw.since {
+            Some(since) => {
+                crate::rfc3339::parse(&since).map_err(Error::Usage)?;
+                Some(since)
+            }
+            None => None,
+        },
+        follow: raw.follow,
         id: raw.id.map(instance_id).transpose()?,
         new: raw.new,
         replace: raw.replace,
@@ -265,17 +288,17 @@ fn validate(command: &str, raw: Raw, env: Environment) -> Result<Args, Error> {
         instance_id(text(needs("instance ID", &first)?, "instance ID")?)
     };
     args.command = Some(match command {
-        "list" | "runtimes" => {
+        "list" | "runtimes" | "events" => {
             if let Some(extra) = &first {
                 return Err(Error::Usage(format!(
                     "{command}: unexpected argument {}",
                     extra.to_string_lossy()
                 )));
             }
-            if command == "list" {
-                Command::List
-            } else {
-                Command::Runtimes
+            match command {
+                "list" => Command::List,
+                "events" => Command::Events,
+                _ => Command::Runtimes,
             }
         }
         "show" => Command::Show(id_arg()?),
@@ -363,6 +386,18 @@ mod tests {
         assert_eq!(args.tail, Some(20));
         assert_eq!(args.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
 
+        let args = parse(
+            "log",
+            ["web-1", "-f", "--since", "2026-01-01T00:00:00Z"],
+            Environment::default(),
+        )
+        .unwrap();
+        assert!(args.follow);
+        assert_eq!(args.since.as_deref(), Some("2026-01-01T00:00:00Z"));
+        let args = parse("events", ["--follow"], Environment::default()).unwrap();
+        assert_eq!(args.command, Some(Command::Events));
+        assert!(args.follow);
+
         let args = parse("deploy", ["app", "--id", "web-2"], Environment::default()).unwrap();
         assert_eq!(args.command, Some(Command::Deploy("app".into())));
         assert_eq!(args.id.as_deref(), Some("web-2"));
@@ -385,6 +420,9 @@ mod tests {
             ("start", &["--tail", "3", "x"][..]),
             ("list", &["--id", "x"][..]),
             ("log", &["x", "--tail", "many"][..]),
+            ("log", &["x", "--since", "yesterday"][..]),
+            ("show", &["x", "-f"][..]),
+            ("events", &["x"][..]),
             ("deploy", &["d", "--id", "bad id"][..]),
             ("frobnicate", &[][..]),
             ("signal", &["x"][..]),
@@ -410,6 +448,8 @@ mod tests {
             "--json",
             "--help",
             "--tail",
+            "--since",
+            "--follow",
             "--id",
             "--new",
             "--all",

@@ -91,6 +91,53 @@ impl Heart {
         self.call(self.agent.get(self.url(path)))
     }
 
+    /// `GET path`, its answer streamed: each piece of the body goes to
+    /// `out` as it arrives, with no bound on the whole request (a follow
+    /// runs until the heart ends it); `out` answers false to stop. A
+    /// status other than 2xx is the heart's refusal, as for [`Heart::get`].
+    pub(super) fn stream(
+        &self,
+        path: &str,
+        mut out: impl FnMut(&[u8]) -> Outcome<bool>,
+    ) -> Outcome<()> {
+        use std::io::Read;
+        let request = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", &self.bearer)
+            .config()
+            .timeout_global(None)
+            .build();
+        let unreachable = |err: ureq::Error| {
+            Failed::Unreachable(Error::Http(format!(
+                "unable to reach the heart at {}: {err}",
+                self.base
+            )))
+        };
+        let mut response = request.call().map_err(unreachable)?;
+        if !response.status().is_success() {
+            return self.answer(Ok(response)).map(|_| ());
+        }
+        let mut reader = response.body_mut().as_reader();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Failed::Unreachable(Error::Http(format!(
+                        "the heart at {} broke off the answer: {e}",
+                        self.base
+                    ))))
+                }
+            };
+            if !out(&buf[..n])? {
+                return Ok(());
+            }
+        }
+    }
+
     /// `DELETE path`.
     pub(super) fn delete(&self, path: &str) -> Outcome<String> {
         self.call(self.agent.delete(self.url(path)))
@@ -264,6 +311,8 @@ mod tests {
             token: Some("t0ken".into()),
             json: false,
             tail: None,
+            since: None,
+            follow: false,
             id: None,
             new: false,
             replace: false,

@@ -1,6 +1,7 @@
 //! The `pm-heart` client commands: `list`, `show`, `register`, `start`,
-//! `stop`, `restart`, `signal`, `update`, `deregister`, `log`, `runtimes`
-//! and `deploy` (`lifecycle` holds those of issue 11), talking to a
+//! `stop`, `restart`, `signal`, `update`, `deregister`, `log`, `events`,
+//! `runtimes` and `deploy` (`lifecycle` holds those of issue 11,
+//! `observe` those of issue 13), talking to a
 //! running heart whose address and token are read from its data directory
 //! (`DATA_DIR/address`, `DATA_DIR/token`) or given as options.
 //!
@@ -20,6 +21,7 @@
 mod args;
 mod http;
 mod lifecycle;
+mod observe;
 mod render;
 
 use std::collections::BTreeMap;
@@ -251,13 +253,8 @@ fn execute(args: &Args, command: Command) -> Outcome<()> {
             let text = heart.delete(&format!("/instances/{id}"))?;
             print_state(&id, &text, State::Deregistered, args.json)
         }
-        Command::Log(id) => {
-            let path = match args.tail {
-                Some(n) => format!("/instances/{id}/log?tail={n}"),
-                None => format!("/instances/{id}/log"),
-            };
-            print(&heart.get(&path)?)
-        }
+        Command::Log(id) => observe::show_log(&heart, &format!("/instances/{id}/log"), args),
+        Command::Events => observe::show_log(&heart, "/events", args),
         Command::Runtimes => {
             let text = heart.get("/runtimes")?;
             if args.json {

@@ -11,6 +11,7 @@ use super::{Failed, Outcome};
 use crate::cli;
 use crate::error::Error;
 use crate::protocol::{InstanceView, State};
+use crate::rfc3339;
 
 /// The state in an answer, or `default` when the answer names none.
 pub(super) fn answered_state(text: &str, default: State) -> &'static str {
@@ -68,8 +69,20 @@ fn runtime_name(view: &InstanceView) -> String {
 
 /// The `list` table: one row per instance, columns padded to fit.
 pub(super) fn list_table(instances: &[InstanceView]) -> String {
-    let mut rows =
-        vec![["ID", "STATE", "PORT", "RUNTIME", "APPLICATION", "MESSAGE"].map(String::from)];
+    let mut rows = vec![[
+        "ID",
+        "STATE",
+        "PORT",
+        "RUNTIME",
+        "APPLICATION",
+        "UPTIME",
+        "RESTARTS",
+        "MEMORY",
+        "CPU",
+        "MESSAGE",
+    ]
+    .map(String::from)];
+    let now = now();
     for view in instances {
         rows.push([
             view.instance_id.to_string(),
@@ -77,10 +90,54 @@ pub(super) fn list_table(instances: &[InstanceView]) -> String {
             view.port.map_or_else(|| "-".to_string(), |p| p.to_string()),
             runtime_name(view),
             view.application.name.clone(),
+            uptime(view, now),
+            view.restarts.to_string(),
+            view.memory_bytes.map_or_else(|| "-".to_string(), memory),
+            view.cpu_seconds
+                .map_or_else(|| "-".to_string(), |s| format!("{s:.1}s")),
             first_line(&view.message).to_string(),
         ]);
     }
     table(&rows)
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// How long a running instance has been up (`45s`, `12m03s`, `5h07m`,
+/// `3d04h`); `-` when it is not running.
+fn uptime(view: &InstanceView, now: f64) -> String {
+    let Some(since) = view
+        .started_at
+        .as_deref()
+        .and_then(|t| rfc3339::parse(t).ok())
+    else {
+        return "-".to_string();
+    };
+    let secs = (now - since).max(0.0) as u64;
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h{:02}m", secs / 3600, secs / 60 % 60),
+        _ => format!("{}d{:02}h", secs / 86_400, secs / 3600 % 24),
+    }
+}
+
+/// A size in bytes with a binary unit: `812K`, `23.4M`, `1.2G`.
+fn memory(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < KIB * KIB {
+        format!("{:.0}K", b / KIB)
+    } else if b < KIB * KIB * KIB {
+        format!("{:.1}M", b / KIB / KIB)
+    } else {
+        format!("{:.1}G", b / KIB / KIB / KIB)
+    }
 }
 
 /// The `runtimes` table: each runtime with its versions on this node.
@@ -150,6 +207,47 @@ pub(super) fn show_lines(view: &InstanceView, host: &str) -> String {
         ("restart", restart),
         ("desired", view.desired.as_str().to_string()),
         ("pid", view.pid.map_or_else(dash, |p| p.to_string())),
+        ("app_pid", view.app_pid.map_or_else(dash, |p| p.to_string())),
+        ("started_at", view.started_at.clone().unwrap_or_else(dash)),
+        ("uptime", uptime(view, now())),
+        ("restarts", view.restarts.to_string()),
+        (
+            "last_exit",
+            view.last_exit.as_ref().map_or_else(dash, |e| {
+                let code = e.code.map_or_else(|| "?".to_string(), |c| c.to_string());
+                format!("code {code} at {}: {}", e.at, first_line(&e.reason))
+            }),
+        ),
+        (
+            "health",
+            view.health.as_ref().map_or_else(dash, |h| {
+                let status = serde_json::to_value(h.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                let checked = h.last_checked.as_deref().unwrap_or("never");
+                let mut text = format!("{status} (checked {checked})");
+                if !h.message.is_empty() {
+                    text.push_str(&format!(": {}", h.message));
+                }
+                text
+            }),
+        ),
+        (
+            "health_check",
+            view.health_check
+                .as_ref()
+                .and_then(|c| serde_json::to_string(c).ok())
+                .unwrap_or_else(dash),
+        ),
+        (
+            "memory_bytes",
+            view.memory_bytes.map_or_else(dash, |m| m.to_string()),
+        ),
+        (
+            "cpu_seconds",
+            view.cpu_seconds.map_or_else(dash, |c| format!("{c:.2}")),
+        ),
         ("message", view.message.trim_end().replace('\n', "\n  ")),
     ]);
     lines
@@ -187,6 +285,12 @@ mod tests {
             limits: Default::default(),
             memory_bytes: None,
             cpu_seconds: None,
+            app_pid: None,
+            started_at: None,
+            restarts: 0,
+            last_exit: None,
+            health: None,
+            health_check: None,
         }
     }
 
@@ -199,13 +303,22 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "ID      STATE    PORT   RUNTIME  APPLICATION  MESSAGE"
+            "ID      STATE    PORT   RUNTIME  APPLICATION  UPTIME  RESTARTS  MEMORY  CPU  MESSAGE"
         );
-        assert_eq!(lines[1], "web-1   RUNNING  42600  shell 1  hello");
+        assert_eq!(
+            lines[1],
+            "web-1   RUNNING  42600  shell 1  hello        -       0         -       -"
+        );
         assert_eq!(
             lines[2],
-            "daemon  ERROR    -      shell 1  hello        exited"
+            "daemon  ERROR    -      shell 1  hello        -       0         -       -    exited"
         );
+        assert_eq!(memory(812 * 1024), "812K");
+        assert_eq!(memory(24_536_678), "23.4M");
+        let mut up = view("w", State::Running, Some(1), "");
+        up.started_at = Some("1970-01-01T00:00:00Z".into());
+        assert_eq!(uptime(&up, 3725.0), "1h02m");
+        assert_eq!(uptime(&up, 59.0), "59s");
     }
 
     #[test]
@@ -232,6 +345,7 @@ mod tests {
         ));
         assert!(text.contains("restart: never\n"), "{text}");
         assert!(text.ends_with("message: ok\n"), "{text}");
+        assert!(text.contains("app_pid: -\nstarted_at: -\n"), "{text}");
     }
 
     #[test]

@@ -83,6 +83,12 @@ impl Node {
             }
         }
         let at = now();
+        let running = outcome.iter().filter(|o| o.1 == State::Running).count();
+        self.events.info(format_args!(
+            "reconciled {} instances: {running} running, {} suspended",
+            outcome.len(),
+            outcome.len() - running
+        ));
         for (id, state, message) in outcome {
             self.update_any(&id, |rec| {
                 if matches!(

@@ -13,7 +13,7 @@ use super::restart;
 use super::{now, Node, PROG};
 use crate::cli;
 use crate::error::{Error, Refusal, Result};
-use crate::heart::record::Record;
+use crate::heart::record::{Exit, Record};
 use crate::protocol::exited::{self, Recorded};
 use crate::protocol::{InstanceId, State};
 use crate::secret::secret_eq;
@@ -29,6 +29,11 @@ fn exit_reason(code: i32) -> String {
 pub(super) fn apply_exit(rec: &mut Record, code: Option<i32>, reason: String, at: f64) -> bool {
     let failed = code != Some(0);
     rec.state = if failed { State::Error } else { State::Stopped };
+    rec.last_exit = Some(Exit {
+        code,
+        at,
+        reason: reason.clone(),
+    });
     rec.message = reason;
     rec.exit_key = None;
     rec.supervisor = None;
@@ -55,7 +60,7 @@ impl Node {
     pub(crate) fn exit_report(&self, id: &InstanceId, key: &str, code: i32) -> Result<State> {
         let at = now();
         let reason = self.exit_message(id, code);
-        let (state, restart) = self.update(id, |rec| {
+        let outcome = self.update(id, |rec| {
             let current = rec
                 .exit_key
                 .as_deref()
@@ -72,6 +77,11 @@ impl Node {
                 State::Starting => {
                     rec.state = State::Error;
                     rec.message = reason;
+                    rec.last_exit = Some(Exit {
+                        code: Some(code),
+                        at,
+                        reason: rec.message.clone(),
+                    });
                 }
                 State::Running | State::Suspended => {
                     restart = apply_exit(rec, Some(code), reason, at);
@@ -79,7 +89,13 @@ impl Node {
                 _ => {}
             }
             Ok((rec.state, restart))
-        })?;
+        });
+        self.stats.exit_report(if outcome.is_ok() {
+            "accepted"
+        } else {
+            "refused"
+        });
+        let (state, restart) = outcome?;
         if restart {
             self.kick();
         }

@@ -49,13 +49,18 @@
 
 mod checker;
 mod exits;
+mod follow;
+mod health;
 mod isolation;
 mod lifecycle;
+mod metrics;
+mod narrate;
 mod register;
 mod restart;
 mod resume;
 mod source;
 mod start;
+mod status;
 mod stop;
 mod update;
 
@@ -73,6 +78,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::config::Config;
+use super::events::Events;
 use super::layout::Layout;
 use super::pacemaker::Reporter;
 use super::record::Record;
@@ -138,6 +144,10 @@ pub(crate) struct Node {
     /// The `resume` thread, joined at shutdown.
     resume_thread: Mutex<Option<JoinHandle<()>>>,
     isolation: Isolation,
+    // Issue 13: observability.
+    events: Events,
+    checks: health::Checks,
+    stats: metrics::Stats,
 }
 
 /// What `Node::new` needs.
@@ -185,6 +195,7 @@ impl Node {
             heart_url: Some(format!("http://{}", net::loopback_of(listen))),
         };
         let runtimes = runtime_versions(&registry);
+        let layout_events = layout.events();
         let node_name = config.node_name.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
                 .ok()
@@ -220,6 +231,9 @@ impl Node {
             resume_queue: Mutex::new(Vec::new()),
             resume_thread: Mutex::new(None),
             isolation,
+            events: Events::new(layout_events),
+            checks: health::Checks::default(),
+            stats: metrics::Stats::default(),
         }
     }
 
@@ -311,6 +325,7 @@ impl Node {
         if new.state != State::Allocated {
             self.store.put(&new)?;
         }
+        self.narrate(&old, &new);
         let mut records = lock(&self.records);
         records.insert(id.clone(), Arc::new(new));
         if let Some(reporter) = &self.reporter {
@@ -359,6 +374,7 @@ impl Node {
     /// Its file cannot be removed; the record stays.
     fn remove(&self, id: &InstanceId) -> Result<()> {
         self.store.remove(id)?;
+        self.events.info(format_args!("{id}: deregistered"));
         let mut records = lock(&self.records);
         records.remove(id);
         if let Some(reporter) = &self.reporter {
@@ -409,11 +425,12 @@ impl Node {
     /// Every instance in `state` (every instance when `None`), sorted by
     /// id.
     pub(crate) fn list(&self, state: Option<State>) -> Vec<InstanceView> {
-        self.snapshot()
-            .iter()
+        let records: Vec<Arc<Record>> = self
+            .snapshot()
+            .into_iter()
             .filter(|r| state.map_or(true, |s| r.state == s))
-            .map(|r| r.view())
-            .collect()
+            .collect();
+        self.live_views(&records)
     }
 
     /// One instance.
@@ -422,7 +439,8 @@ impl Node {
     ///
     /// `NotFound` when there is no such instance.
     pub(crate) fn show(&self, id: &InstanceId) -> Result<InstanceView> {
-        self.record(id).map(|r| self.isolation.add_usage(r.view()))
+        let rec = self.record(id)?;
+        Ok(self.live_views(std::slice::from_ref(&rec)).remove(0))
     }
 
     /// The runtimes of this node with their versions.
@@ -437,7 +455,7 @@ impl Node {
     ///
     /// `NotFound` when there is no such instance.
     pub(crate) fn log(&self, id: &InstanceId, lines: Option<usize>) -> Result<String> {
-        self.show(id)?;
+        self.record(id)?;
         Ok(fsutil::tail(&self.layout.log(id), LOG_MAX, lines))
     }
 
@@ -508,8 +526,10 @@ impl Node {
 
     /// Begins shutdown: the checker and restarts end.
     pub(crate) fn begin_shutdown(&self) {
+        self.events.info("shutting down");
         self.shutting_down.store(true, Ordering::SeqCst);
         self.kick();
+        self.wake_health();
     }
 
     /// After the server stopped: joins the restarts in flight, then stops
@@ -585,5 +605,9 @@ fn test_record(restart: crate::protocol::Restart) -> Record {
         desired: None,
         user: None,
         limits: Default::default(),
+        health_check: None,
+        app: None,
+        restarts: 0,
+        last_exit: None,
     }
 }

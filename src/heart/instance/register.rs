@@ -95,6 +95,10 @@ impl Node {
                 desired: Some(Desired::Stopped),
                 user: manifest.user.clone(),
                 limits: manifest.limits,
+                health_check: manifest.health_check.clone(),
+                app: None,
+                restarts: 0,
+                last_exit: None,
             },
             |held| {
                 if standalone {

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::health::Readiness;
 use super::isolation;
 use super::restart;
 use super::{lock, now, Node};
@@ -137,7 +138,11 @@ impl Node {
             if origin == Origin::Api {
                 rec.backoff = Backoff::default();
                 rec.desired = Some(Desired::Running);
+                rec.restarts = 0;
+            } else {
+                rec.restarts = rec.restarts.saturating_add(1);
             }
+            rec.app = None;
             rec.backoff.next_restart = None;
             rec.state = State::Starting;
             rec.message = "starting".into();
@@ -148,7 +153,9 @@ impl Node {
             rec.running_since = None;
             Ok(rec.clone())
         })?;
+        let began = std::time::Instant::now();
         let outcome = self.execute_start(&rec, &key, creds.as_ref());
+        self.stats.start_took(began.elapsed().as_secs_f64());
         let oom = match outcome {
             Ok(_) => None,
             Err(_) => {
@@ -198,6 +205,7 @@ impl Node {
             Ok(rec.view())
         })?;
         self.kick();
+        self.watch();
         match outcome {
             Ok(_) if view.state == State::Running => Ok(view),
             Err(StartFailure {
@@ -282,12 +290,17 @@ impl Node {
                 if let Some(port) = rec.port {
                     let timeout = params::start_timeout(&rec.runtime.parameters)
                         .unwrap_or(params::DEFAULT_START_TIMEOUT);
-                    if !wait::until_soon(timeout.duration(), || net::port_answers(port)) {
-                        let _ = rt.stop(&self.ctx, &instance);
-                        return Err(StartFailure::new(format!(
+                    let failure = match self.wait_ready(rec, port, timeout.duration(), || false) {
+                        Readiness::Ready => None,
+                        Readiness::Failed(reason) => Some(format!("health check: {reason}")),
+                        Readiness::Exited | Readiness::TimedOut(_) => Some(format!(
                             "did not answer on port {port} within {} s",
                             timeout.as_f64()
-                        )));
+                        )),
+                    };
+                    if let Some(failure) = failure {
+                        let _ = rt.stop(&self.ctx, &instance);
+                        return Err(StartFailure::new(failure));
                     }
                 }
                 Ok(message)
@@ -389,9 +402,11 @@ impl Node {
             }
             Ok(Some(identity)) => identity,
         };
+        let app = supervise::app_identity(&control.startflagfile);
         self.update(id, |rec| {
             rec.supervisor = Some(identity);
             rec.stop_timeout = Some(launch.stop_timeout);
+            rec.app = app;
             Ok(())
         })?;
 
@@ -407,31 +422,25 @@ impl Node {
             }
             return Ok("running".into());
         };
-        let mut died = false;
-        let ready = wait::until_soon(launch.start_timeout.duration(), || {
-            if net::port_answers(port) {
-                return true;
-            }
-            died = gone();
-            died
-        });
-        if ready && !died {
-            return Ok(format!("answering on port {port}"));
-        }
-        if died {
-            return Err(StartFailure::new(exited()));
-        }
+        let failure = match self.wait_ready(rec, port, launch.start_timeout.duration(), gone) {
+            Readiness::Ready => return Ok(format!("answering on port {port}")),
+            Readiness::Exited => return Err(StartFailure::new(exited())),
+            Readiness::Failed(reason) => format!("health check: {reason}; log tail:\n{}", tail()),
+            Readiness::TimedOut(last) => format!(
+                "did not answer on port {port} within {} s{}; log tail:\n{}",
+                launch.start_timeout.as_f64(),
+                last.map(|l| format!(" (health check: {l})"))
+                    .unwrap_or_default(),
+                tail()
+            ),
+        };
         // Spend the key first: the report of this stop is not news.
         let _ = self.update(id, |rec| {
             rec.exit_key = None;
             Ok(())
         });
         self.terminate(&identity, &control_path, launch.stop_timeout.duration());
-        Err(StartFailure::new(format!(
-            "did not answer on port {port} within {} s; log tail:\n{}",
-            launch.start_timeout.as_f64(),
-            tail()
-        )))
+        Err(StartFailure::new(failure))
     }
 }
 

@@ -45,6 +45,9 @@ fn apply(rec: &mut Record, req: &UpdateRequest) {
     if let Some(startup) = &req.startup {
         rec.startup.clone_from(startup);
     }
+    if let Some(check) = &req.health_check {
+        rec.health_check = Some(check.clone());
+    }
 }
 
 /// Sets each parameter of `changes` in `parameters`; a `null` removes it.
@@ -171,6 +174,7 @@ impl Node {
                 rec.startup.clone_from(&manifest.startup);
                 rec.environment.clone_from(&manifest.environment);
                 rec.restart = manifest.restart;
+                rec.health_check.clone_from(&manifest.health_check);
                 rec.startup_timeout = Some(timeout);
             }
             Ok(())
