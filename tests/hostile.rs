@@ -2,7 +2,6 @@
 //! wrong before (a crash window simulated with a wrapper, a crafted
 //! request) against the real binaries.
 
-use std::fs;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
