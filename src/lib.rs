@@ -37,9 +37,9 @@ pub(crate) mod fetch;
 pub(crate) mod fsutil;
 pub(crate) mod lockfile;
 // Until GET /metrics (issue 13) uses it; remove it then.
+pub(crate) mod http;
 #[allow(dead_code)]
 pub(crate) mod metrics;
-pub(crate) mod http;
 pub(crate) mod net;
 pub(crate) mod notify;
 pub(crate) mod plugins;

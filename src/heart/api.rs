@@ -32,7 +32,7 @@ use tiny_http::{Header, Method, Request, Response};
 
 use super::instance::{Node, Origin};
 use crate::error::{Error, Refusal};
-use crate::protocol::{self, InstanceId, InstanceList, State};
+use crate::protocol::{self, InstanceId, State};
 use crate::secret::secret_eq;
 
 /// The largest request body accepted.
@@ -377,12 +377,7 @@ fn dispatch(
             &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
         )),
         (Get, ["runtimes"]) => Ok(json_reply(200, &node.runtimes())),
-        (Get, ["instances"]) => Ok(json_reply(
-            200,
-            &InstanceList {
-                instances: node.list(state_param(query)?),
-            },
-        )),
+        (Get, ["instances"]) => Ok(json_reply(200, &node.list(state_param(query)?))),
         (Post, ["instances"]) => {
             let body = match body {
                 Some(body) => body?,

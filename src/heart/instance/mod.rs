@@ -40,11 +40,13 @@
 
 mod checker;
 mod exits;
+mod listing;
 mod register;
 mod restart;
 mod start;
 mod stop;
 
+pub(crate) use self::listing::Listing;
 pub(crate) use self::start::Origin;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -370,12 +372,10 @@ impl Node {
 
     /// Every instance in `state` (every instance when `None`), sorted by
     /// id.
-    pub(crate) fn list(&self, state: Option<State>) -> Vec<InstanceView> {
-        self.snapshot()
-            .iter()
-            .filter(|r| state.map_or(true, |s| r.state == s))
-            .map(|r| r.view())
-            .collect()
+    pub(crate) fn list(&self, state: Option<State>) -> Listing {
+        let mut records = self.snapshot();
+        records.retain(|r| state.map_or(true, |s| r.state == s));
+        Listing(records)
     }
 
     /// One instance.
