@@ -2,6 +2,7 @@
 
 mod apache;
 mod client;
+mod crash;
 mod fixture;
 mod heart;
 mod http;
