@@ -17,7 +17,8 @@
 //!    /instances` from 4 client threads, for each binary in
 //!    `PM_BENCH_HEARTS` (colon-separated; default the glibc build cargo
 //!    made and `target/x86_64-unknown-linux-musl/release/pm-heart` when it
-//!    is built);
+//!    is built); scale and reconcile run the first binary of
+//!    `PM_BENCH_HEARTS` when it is set;
 //! 3. reconcile: 500 running instances, `kill -9` of the heart, time
 //!    from its start to `listening on` with all 500 RUNNING.
 //!
@@ -111,9 +112,13 @@ fn serve_app(port: u16) {
     }
 }
 
-/// A running heart on tmpfs, with an empty application directory `app`.
+/// A running heart on tmpfs, with an empty application directory `app`:
+/// the first binary of `PM_BENCH_HEARTS` when set, else the cargo-built
+/// `pm-heart`.
 fn heart(name: &str) -> (TestHeart, PathBuf) {
-    heart_of(name, None)
+    let first =
+        std::env::var_os("PM_BENCH_HEARTS").and_then(|list| std::env::split_paths(&list).next());
+    heart_of(name, first.as_deref())
 }
 
 /// [`heart`] running `binary` (the cargo-built `pm-heart` without one).
@@ -308,8 +313,11 @@ fn baseline(exe: &Path) -> Duration {
             .status()
             .unwrap();
         assert!(status.success());
+        // Polled every 100 µs, not busily: on 2 cores a busy poll takes
+        // the CPU the supervisor and the application need.
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(t.elapsed() < TIMEOUT, "baseline application never answered");
+            thread::sleep(Duration::from_micros(100));
         }
         starts.push(t.elapsed());
         let pid = pid_in(&pidfile, TIMEOUT);
