@@ -22,7 +22,12 @@
 //!   is gone (the application, this bench binary in "app mode", holds a
 //!   FIFO open and its end hangs up), until the exit report arrives
 //!   at a fake heart (the tests' `Recorder`), and until the supervisor has
-//!   exited.
+//!   exited;
+//! - the same with 100 supervisors (of `sleep 3600`) sent SIGTERM at once:
+//!   until the last report arrived and the last supervisor exited.
+//!
+//! No peer init (tini, catatonit, dumb-init) is measured here: none sends
+//! an exit report, so the figures of SPEC §6 compare with them by hand.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -134,6 +139,12 @@ fn main() {
             ms(stop.reported),
             ms(stop.exited),
             ms(stop.report_after_exit)
+        );
+        let (reported, exited) = bench.stop_many(exe, 100, runs.clamp(1, 5));
+        println!(
+            "100 stopping at once: SIGTERM to all → last report at heart {}, → last supervisor exited {}",
+            ms(reported),
+            ms(exited)
         );
     }
 }
@@ -377,6 +388,55 @@ impl Bench {
             exited: median(exited),
             report_after_exit: median(after),
         }
+    }
+
+    /// `n` supervisors (of `sleep 3600`) sent SIGTERM at once: from the
+    /// first signal to the last report at the heart and to the last
+    /// supervisor exited; medians over `runs`.
+    fn stop_many(&self, exe: &Path, n: usize, runs: usize) -> (Duration, Duration) {
+        let (mut reported, mut exited) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let mut running = Vec::new();
+            for _ in 0..n {
+                let inst = self.instance_with_log(&["sleep", "3600"], false);
+                let child = Command::new(exe)
+                    .arg(&inst.control)
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("spawn pm-supervisor");
+                running.push((inst, child));
+            }
+            for (inst, _) in &running {
+                wait_until(BOUND, "the startflag", || inst.startflag.exists());
+            }
+            let pids: Vec<Pid> = running
+                .iter()
+                .map(|(_, c)| Pid::from_raw(c.id() as i32))
+                .collect();
+            let (dirs, waiters): (Vec<_>, Vec<_>) = running
+                .into_iter()
+                .map(|(inst, child)| (inst.dir, exit_waiter(child)))
+                .unzip();
+            let start = Instant::now();
+            for pid in &pids {
+                let _ = kill(*pid, Signal::SIGTERM);
+            }
+            let mut last_report = start;
+            for _ in 0..n {
+                last_report = last_report.max(self.heart.next(BOUND).at);
+            }
+            let last_exit = waiters
+                .iter()
+                .map(|w| w.recv_timeout(BOUND).expect("supervisor did not exit"))
+                .max()
+                .unwrap_or(start);
+            reported.push(last_report - start);
+            exited.push(last_exit - start);
+            for dir in dirs {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+        (median(reported), median(exited))
     }
 
     /// Memory of each of `n` supervisors running at once.

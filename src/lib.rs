@@ -27,8 +27,6 @@
 #![deny(unsafe_code)]
 
 pub(crate) mod archive;
-// Until the heart wires control groups in (issue 12); remove it then.
-#[allow(dead_code, unused_imports)]
 pub(crate) mod cgroup;
 pub(crate) mod cli;
 pub(crate) mod digest;

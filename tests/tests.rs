@@ -2,6 +2,7 @@
 
 mod apache;
 mod client;
+mod crash;
 mod deploy;
 mod fixture;
 mod heart;

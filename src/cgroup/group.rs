@@ -258,11 +258,6 @@ fn enable_controllers(dirs: &Dirs) -> Result<()> {
 }
 
 impl Group {
-    /// The group's name in its scope (the instance id).
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Every directory of the group, the cgroup2 one first: what the
     /// control file's `cgroups` holds.
     pub(crate) fn dirs(&self) -> Vec<PathBuf> {
@@ -271,6 +266,7 @@ impl Group {
 
     /// The `cgroup.procs` files a new process writes `0` to in order to
     /// join the group in every hierarchy.
+    #[cfg(test)]
     pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs.unique().iter().map(|d| procs_file(d)).collect()
     }

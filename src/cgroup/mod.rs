@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-pub(crate) use group::{CpuQuota, Group, Scope, Settings, Usage};
-pub(crate) use layout::{detect, Layout, Support};
+pub(crate) use group::{CpuQuota, Group, Scope, Settings};
+pub(crate) use layout::{detect, Support};
 
 /// The directory under each hierarchy root that holds every group of the
 /// suite; nothing outside it is written to.

@@ -78,6 +78,7 @@ fn token(path: &Path) -> Result<String> {
 /// the catalog cannot be set up, or the address cannot be listened on.
 pub(crate) fn serve(config: Config) -> Result<()> {
     // Before any thread exists.
+    crate::process::memory::bound_allocator();
     let signals = signal::install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP])?;
 
     let layout = Layout::create(&config.data_dir)?;

@@ -15,6 +15,7 @@
 
 pub(crate) mod bounded;
 pub(crate) mod forward;
+pub(crate) mod memory;
 pub(crate) mod reap;
 pub(crate) mod spawn;
 pub(crate) mod usage;

@@ -37,6 +37,7 @@ pub struct TestHeart {
     ports: u16,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    binary: PathBuf,
     running: Option<Running>,
 }
 
@@ -64,6 +65,7 @@ impl TestHeart {
             ports: BLOCK,
             args: Vec::new(),
             envs: Vec::new(),
+            binary: PathBuf::from(HEART),
             running: None,
         }
     }
@@ -87,6 +89,13 @@ impl TestHeart {
         self
     }
 
+    /// Runs `binary` instead of the `pm-heart` cargo built for the tests
+    /// (the benchmarks measure the musl and glibc builds alike).
+    pub fn binary(&mut self, binary: impl Into<PathBuf>) -> &mut TestHeart {
+        self.binary = binary.into();
+        self
+    }
+
     /// Gives the heart only the first `n` ports of the block (the rest
     /// stay free for the test).
     pub fn ports(&mut self, n: u16) -> &mut TestHeart {
@@ -103,7 +112,7 @@ impl TestHeart {
         assert!(self.running.is_none(), "the heart runs already");
         let stderr = append(&self.stderr_path());
         let began = Instant::now();
-        let mut child = Command::new(HEART)
+        let mut child = Command::new(&self.binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data)
             .arg("--ports")
