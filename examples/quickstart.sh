@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DATA=pm-data
-LOG=$DATA/heart.log
+LOG=$DATA/serve.out
 ID=hello
 LISTEN=127.0.0.1:42500
 READY_SECONDS=20
