@@ -47,7 +47,11 @@ impl Acked {
             Acked::Started => matches!(state, Some("RUNNING" | "STOPPED" | "ERROR")),
             Acked::Stopped => state == Some("STOPPED"),
             Acked::Deregistered => state.is_none(),
-            Acked::Suspended => matches!(state, Some("SUSPENDED" | "STOPPED" | "ERROR")),
+            // Found gone and being brought back (its desired state is
+            // running): the resume may have brought it back by now.
+            Acked::Suspended => {
+                matches!(state, Some("SUSPENDED" | "RUNNING" | "STOPPED" | "ERROR"))
+            }
         }
     }
 
