@@ -151,3 +151,34 @@ fn what_a_client_reads_is_in_place_before_the_first_answer() {
     assert!(address, "answered before DATA_DIR/address was written");
     assert!(token, "answered before DATA_DIR/token was written");
 }
+
+#[test]
+fn a_patch_changes_the_health_check_the_user_and_the_limits() {
+    let heart = TestHeart::serve("hostile-patch", &[]);
+    let app_dir = app(&heart);
+    assert_eq!(
+        heart.register(web_instance("patched", &app_dir)).status,
+        201
+    );
+    let patch = |body: serde_json::Value| {
+        Request::new("PATCH", "/instances/patched")
+            .token(Some(heart.token()))
+            .body(body.to_string().as_bytes())
+            .call(heart.addr())
+    };
+    let answer = patch(json!({
+        "health_check": {"type": "http", "path": "/hello.txt"},
+        "limits": {"nofile": 512},
+        "user": "nobody"
+    }));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let record = heart.catalog()["instances"]["patched"].clone();
+    assert_eq!(record["health_check"]["path"], "/hello.txt", "{record}");
+    assert_eq!(record["limits"]["nofile"], 512, "{record}");
+    assert_eq!(record["user"], "nobody", "{record}");
+    let answer = patch(json!({"limits": {"nofile": 0}}));
+    assert_eq!(answer.status, 400, "{answer:?}");
+    let answer = patch(json!({"user": "no-such-user-here"}));
+    assert_eq!(answer.status, 422, "{answer:?}");
+    assert_eq!(heart.catalog()["instances"]["patched"]["user"], "nobody");
+}

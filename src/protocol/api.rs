@@ -303,8 +303,13 @@ pub struct UpdateRequest {
     /// New startup commands (replacing the old list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup: Option<Vec<String>>,
-    // Fields of other issues (`user`, `limits`, `health_check`) are added
-    // here, each an `Option` of its validated type.
+    // Issue 12: isolation.
+    /// A new user to run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// New resource limits, replacing the old ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
     // Issue 13: observability.
     /// A new health check, replacing the old one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

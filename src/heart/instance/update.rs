@@ -48,6 +48,12 @@ fn apply(rec: &mut Record, req: &UpdateRequest) {
     if let Some(check) = &req.health_check {
         rec.health_check = Some(check.clone());
     }
+    if let Some(user) = &req.user {
+        rec.user = Some(user.clone());
+    }
+    if let Some(limits) = req.limits {
+        rec.limits = limits;
+    }
 }
 
 /// Sets each parameter of `changes` in `parameters`; a `null` removes it.
@@ -95,12 +101,17 @@ impl Node {
         let mut changed = Record::clone(&*self.record(id)?);
         apply(&mut changed, &req);
         let startup_timeout = self.check_runtime(&changed.runtime, changed.standalone)?;
+        self.isolation
+            .check_register(changed.user.as_deref(), &changed.limits)?;
         self.update(id, |rec| {
             rec.environment = changed.environment;
             rec.runtime = changed.runtime;
             rec.restart = changed.restart;
             rec.startup = changed.startup;
             rec.startup_timeout = Some(startup_timeout);
+            rec.health_check = changed.health_check;
+            rec.user = changed.user;
+            rec.limits = changed.limits;
             Ok(rec.view())
         })
     }
