@@ -118,7 +118,9 @@ fn restart_keeps_the_port_and_a_patch_applies_at_the_next_start() {
     );
     assert_eq!(status, 422, "{body}");
     let (status, body) = heart.call("PATCH", "/instances/web", json!({"user": "x"}));
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 422, "an unknown user: {body}");
+    let (status, body) = heart.call("PATCH", "/instances/web", json!({"owner": "x"}));
+    assert_eq!(status, 400, "an unknown field: {body}");
 
     let second = heart.ok("POST", "/instances/web/restart", Value::Null);
     assert_eq!(second["state"], "RUNNING");

@@ -40,7 +40,7 @@ use serde_json::json;
 use super::instance::{Done, Node};
 use crate::error::{Error, Refusal};
 use crate::http::{self, Body, Method, Plan, Pool, Response, Service};
-use crate::protocol::{self, InstanceId, InstanceList, State};
+use crate::protocol::{self, InstanceId, State};
 use crate::secret::secret_eq;
 
 /// The largest request body accepted.
@@ -359,12 +359,7 @@ fn dispatch(
         (Get, ["runtimes"]) => Ok(json_reply(200, &node.runtimes())),
         (Get, ["metrics"]) => Ok(Reply::Metrics(node.metrics())),
         (Get, ["events"]) => Ok(Reply::Text(node.events_text(follow::start_param(query)?))),
-        (Get, ["instances"]) => Ok(json_reply(
-            200,
-            &InstanceList {
-                instances: node.list(state_param(query)?),
-            },
-        )),
+        (Get, ["instances"]) => Ok(json_reply(200, &node.list(state_param(query)?))),
         (Post, ["instances"]) => Ok(json_reply(201, &node.register(&body)?)),
         (Get, ["instances", id]) => {
             let id = &parse_id(id)?;

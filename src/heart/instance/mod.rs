@@ -67,6 +67,7 @@ mod update;
 pub(crate) use self::isolation::Isolation;
 pub(crate) use self::lifecycle::Done;
 pub(crate) use self::start::Origin;
+pub(crate) use self::status::Listing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -424,13 +425,10 @@ impl Node {
 
     /// Every instance in `state` (every instance when `None`), sorted by
     /// id.
-    pub(crate) fn list(&self, state: Option<State>) -> Vec<InstanceView> {
-        let records: Vec<Arc<Record>> = self
-            .snapshot()
-            .into_iter()
-            .filter(|r| state.map_or(true, |s| r.state == s))
-            .collect();
-        self.live_views(&records)
+    pub(crate) fn list(&self, state: Option<State>) -> Listing<'_> {
+        let mut records = self.snapshot();
+        records.retain(|r| state.map_or(true, |s| r.state == s));
+        self.listing(records)
     }
 
     /// One instance.
