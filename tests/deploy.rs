@@ -262,3 +262,34 @@ fn deploy_replace_starts_the_new_before_removing_the_old_and_keeps_it_on_failure
     assert_eq!(ids(&heart), second);
     assert_eq!(heart.state(&second[0]), "RUNNING");
 }
+
+#[test]
+fn a_50_mb_upload_is_streamed_to_disk_not_held_in_memory() {
+    let heart = TestHeart::serve("deploy-big", &[]);
+    let dir = Dir::new("deploy-big-files");
+    let big = dir.join("big.tar.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 50000000 /dev/urandom | gzip -1 > {}",
+            big.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&big).unwrap();
+    let answer = Request::new("POST", "/uploads")
+        .token(Some(heart.token()))
+        .body(&bytes)
+        .call(heart.addr());
+    assert_eq!(answer.status, 201, "{answer:?}");
+    assert_eq!(answer.json()["size"], bytes.len());
+    // The heart's peak resident memory over its whole life.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", heart.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kib < 30 * 1024, "peak RSS {peak_kib} KiB");
+}
