@@ -166,6 +166,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill_everything_quietly();
+        crate::util::cgroups::clean(&self.data());
     }
 }
 
