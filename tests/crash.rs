@@ -44,21 +44,27 @@ impl Acked {
     fn admits(self, state: Option<&str>) -> bool {
         match self {
             Acked::Registered => state == Some("REGISTERED"),
-            Acked::Started => matches!(state, Some("RUNNING" | "STOPPED" | "ERROR")),
+            // Being brought back or restarted by the time it is read:
+            // STARTING too.
+            Acked::Started => {
+                matches!(state, Some("RUNNING" | "STARTING" | "STOPPED" | "ERROR"))
+            }
             Acked::Stopped => state == Some("STOPPED"),
             Acked::Deregistered => state.is_none(),
             // Found gone and being brought back (its desired state is
             // running): the resume may have brought it back by now.
-            Acked::Suspended => {
-                matches!(state, Some("SUSPENDED" | "RUNNING" | "STOPPED" | "ERROR"))
-            }
+            Acked::Suspended => matches!(
+                state,
+                Some("SUSPENDED" | "STARTING" | "RUNNING" | "STOPPED" | "ERROR")
+            ),
         }
     }
 
     /// Whether `state` agrees with this change when its answer never
     /// came: a start may also have been cut short (`SUSPENDED`).
     fn admits_unanswered(self, state: Option<&str>) -> bool {
-        self.admits(state) || (self == Acked::Started && state == Some("SUSPENDED"))
+        self.admits(state)
+            || (self == Acked::Started && matches!(state, Some("SUSPENDED" | "STARTING")))
     }
 }
 
