@@ -396,19 +396,7 @@ impl Bench {
     fn stop_many(&self, exe: &Path, n: usize, runs: usize) -> (Duration, Duration) {
         let (mut reported, mut exited) = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            let mut running = Vec::new();
-            for _ in 0..n {
-                let inst = self.instance_with_log(&["sleep", "3600"], false);
-                let child = Command::new(exe)
-                    .arg(&inst.control)
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .expect("spawn pm-supervisor");
-                running.push((inst, child));
-            }
-            for (inst, _) in &running {
-                wait_until(BOUND, "the startflag", || inst.startflag.exists());
-            }
+            let running = self.sleepers(exe, n);
             let pids: Vec<Pid> = running
                 .iter()
                 .map(|(_, c)| Pid::from_raw(c.id() as i32))
@@ -439,8 +427,9 @@ impl Bench {
         (median(reported), median(exited))
     }
 
-    /// Memory of each of `n` supervisors running at once.
-    fn memory(&self, exe: &Path, n: usize) -> Memory {
+    /// `n` supervisors of `sleep 3600` in the foreground, each past its
+    /// startflag.
+    fn sleepers(&self, exe: &Path, n: usize) -> Vec<(Instance, Child)> {
         let mut running = Vec::new();
         for _ in 0..n {
             let inst = self.instance_with_log(&["sleep", "3600"], false);
@@ -454,6 +443,12 @@ impl Bench {
         for (inst, _) in &running {
             wait_until(BOUND, "the startflag", || inst.startflag.exists());
         }
+        running
+    }
+
+    /// Memory of each of `n` supervisors running at once.
+    fn memory(&self, exe: &Path, n: usize) -> Memory {
+        let running = self.sleepers(exe, n);
         let (mut rss, mut pss, mut uss) = (Vec::new(), Vec::new(), Vec::new());
         for (_, child) in &running {
             let rollup = fs::read_to_string(format!("/proc/{}/smaps_rollup", child.id()))

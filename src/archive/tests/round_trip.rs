@@ -82,15 +82,7 @@ fn packed_archives_honour_pmignore_and_read_back_with_gnu_tar() {
     unpack(&archive, &ours, LIMITS).unwrap();
     assert_eq!(snapshot(&ours), expected);
     let theirs = s.path("gnu");
-    fs::create_dir(&theirs).unwrap();
-    let status = Command::new("tar")
-        .arg("-xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&theirs)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    gnu_unpack(&archive, &theirs);
     assert_eq!(snapshot(&theirs), expected);
     assert_eq!(packed.members as usize, expected.len());
 }
@@ -181,20 +173,25 @@ fn measure_unpack_throughput() {
     assert_eq!(unpacked.bytes, 64 << 20);
     // The same archive through GNU tar, synced as unpack syncs, to compare.
     let theirs = s.path("gnu");
-    fs::create_dir(&theirs).unwrap();
     let started = std::time::Instant::now();
-    let status = Command::new("tar")
-        .arg("-xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&theirs)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    gnu_unpack(&archive, &theirs);
     nix::unistd::sync();
     let secs = started.elapsed().as_secs_f64();
     println!(
         "tar -xzf and sync: {mb:.0} MB in {secs:.2} s: {:.0} MB/s",
         mb / secs
     );
+}
+
+/// Unpacks `archive` into the new directory `dest` with GNU tar.
+fn gnu_unpack(archive: &Path, dest: &Path) {
+    fs::create_dir(dest).unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
