@@ -16,20 +16,19 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::util::heart::{shell_instance, LONG};
-use crate::util::http::{self, exchange, Request, Response};
+use crate::util::http::{exchange, fetch, Request, Response};
 use crate::util::{
-    alive, is_supervisor, wait_for, wait_until, Dir, TestHeart, HEART, WEB_SERVER_PY,
+    alive, is_supervisor, wait_for, wait_until, web_server_py, Dir, TestHeart, HEART,
 };
 
 /// Writes a source directory with one file and the test web server into
 /// the heart's scratch directory, and returns its path.
 pub(crate) fn app(heart: &TestHeart) -> PathBuf {
     heart.dir().write("app/hello.txt", "hello from the app\n");
-    heart.dir().write("app/server.py", WEB_SERVER_PY);
+    heart.dir().write("app/server.py", web_server_py());
     heart.dir().join("app")
 }
 
-/// How many threads of `pid` are called `name`.
 /// The open descriptors of `pid`.
 fn descriptors(pid: i32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| fds.count())
@@ -112,11 +111,6 @@ fn huge_declared(heart: &TestHeart, token: Option<&str>) -> Response {
     );
     // The connection may stay open: the answer is read to its length.
     exchange(heart.addr(), head.as_bytes(), b"abc", LONG).expect("an answer")
-}
-
-/// The body of `GET http://127.0.0.1:PORT/PATH` from an application.
-pub(crate) fn fetch(port: u64, path: &str) -> Option<String> {
-    http::get(port as u16, path).map(|answer| answer.body)
 }
 
 /// True when a socket LISTENs on `port` (from `/proc/net/tcp*`; a connect

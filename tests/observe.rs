@@ -17,35 +17,26 @@ use serde_json::{json, Value};
 
 use crate::util::heart::{shell_instance, LONG};
 use crate::util::http;
-use crate::util::{alive, wait_for, wait_until, ChildGuard, TestHeart, HEART};
+use crate::util::{alive, python_server, wait_for, wait_until, ChildGuard, TestHeart, HEART};
 
-/// The test application: answers `GET /bad` with 500 and anything else
-/// with 200, and logs each request path to stderr (so, the instance log).
-const APP_PY: &str = r#"
-import errno, http.server, sys, time
+/// The request handler of the test application (a [`python_server`]):
+/// answers `GET /bad` with 500 and anything else with 200, and logs each
+/// request path to stderr (so, the instance log).
+const APP_HANDLER_PY: &str = r#"
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(500 if self.path == "/bad" else 200)
         self.end_headers()
         self.wfile.write(b"ok\n")
-port = int(sys.argv[1])
-deadline = time.time() + 10
-while True:
-    try:
-        server = http.server.HTTPServer(("127.0.0.1", port), Handler)
-        break
-    except OSError as e:
-        if e.errno != errno.EADDRINUSE or time.time() > deadline:
-            raise
-        time.sleep(0.05)
-server.serve_forever()
 "#;
 
 /// A heart that checks every second, with the test application as
 /// `app/` in its scratch directory.
 fn heart(name: &str) -> TestHeart {
     let heart = TestHeart::serve(&format!("observe-{name}"), &["--check-interval", "1"]);
-    heart.dir().write("app/server.py", APP_PY);
+    heart
+        .dir()
+        .write("app/server.py", python_server(APP_HANDLER_PY));
     heart
 }
 

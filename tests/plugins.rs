@@ -14,7 +14,7 @@ use crate::runtime::{install, EXAMPLE_PLUGIN};
 use crate::util::heart::instance;
 use crate::util::http::{self, Response};
 use crate::util::process::group_alive;
-use crate::util::{alive, pid_in, run, wait_until, Dir, KillOnDrop, TestHeart, WEB_SERVER_PY};
+use crate::util::{alive, pid_in, run, wait_until, web_server_py, Dir, KillOnDrop, TestHeart};
 
 /// A heart on the scratch directory `dir` with `--plugin-dir DIR/plugins`
 /// and the environment `env`.
@@ -69,7 +69,7 @@ fn nvm_application_runs_through_the_heart() {
             .contains(&Value::from(version.clone())),
         "{runtimes}"
     );
-    // The server retries its bind on EADDRINUSE, as WEB_SERVER_PY does.
+    // The server retries its bind on EADDRINUSE, as web_server_py() does.
     let server = "const srv = require('http').createServer((q, s) => s.end('node ' + process.version + ' ' + process.env.NVM_BIN + ' ' + process.env.PATH.split(':')[0])); let tries = 100; srv.on('error', (e) => { if (e.code === 'EADDRINUSE' && tries-- > 0) { setTimeout(() => srv.listen(%(port)d, '127.0.0.1'), 50); } else { throw e; } }); srv.listen(%(port)d, '127.0.0.1')";
     let view = heart.run_instance(instance(
         "nvm-app",
@@ -108,7 +108,7 @@ fn external_plugin_runs_an_application_through_the_heart() {
         "app/Procfile",
         "# the example application\nweb: python3 server.py $PORT\n",
     );
-    dir.write("app/server.py", WEB_SERVER_PY);
+    dir.write("app/server.py", web_server_py());
     dir.write("app/hello.txt", "hello\n");
     let app = dir.join("app");
     let empty = dir.mkdir("empty");
@@ -239,7 +239,7 @@ fn managed_plugin_start_stop_and_status_through_the_heart() {
     let dir = Dir::new("managed-heart");
     dir.script("plugins/pm-runtime-selfrun", SELF_RUN_PLUGIN);
     dir.write("app/index.html", "managed by the plugin\n");
-    dir.write("app/server.py", WEB_SERVER_PY);
+    dir.write("app/server.py", web_server_py());
     let app = dir.join("app");
     let heart = heart_with_plugins(dir, &[]);
     let view = register(

@@ -12,8 +12,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::heart::{app, fetch, standalone, web_instance, web_instance_with_pid};
+use crate::heart::{app, standalone, web_instance, web_instance_with_pid};
 use crate::util::heart::LONG;
+use crate::util::http::fetch;
 use crate::util::process::start_time;
 use crate::util::{alive, is_supervisor, wait_for, wait_until, ChildGuard, TestHeart};
 

@@ -3,10 +3,12 @@
 //! stderr goes to `DIR/heart.err`) and a private block of instance ports.
 //!
 //! The fixture outlives its heart process: a test can kill the heart
-//! ([`TestHeart::crash`]), stop it ([`TestHeart::terminate`]) and start it
-//! again on the same data directory ([`TestHeart::spawn`]). On drop it
-//! kills the heart, then every process of its scratch directory by pid
-//! (supervisors, applications, Apache), whatever state the test left.
+//! ([`TestHeart::crash`]), stop it ([`TestHeart::terminate`]), kill it
+//! with everything it started ([`TestHeart::reboot`]) and start it again
+//! on the same data directory ([`TestHeart::spawn`]). On drop it kills the
+//! heart, then every process of its scratch directory by pid (supervisors,
+//! applications, Apache), whatever state the test left, and removes the
+//! control groups of its heart.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -22,7 +24,7 @@ use serde_json::{json, Value};
 
 use super::http::{Request, Response};
 use super::ports::{PortBlock, BLOCK};
-use super::process::{end_processes_under, ChildGuard};
+use super::process::{end_processes_under, processes_under, ChildGuard};
 use super::{describe, run, wait_for, Dir, HEART};
 
 /// How long a heart may take to print `listening on`, to exit, or to
@@ -38,6 +40,7 @@ pub struct TestHeart {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     binary: PathBuf,
+    root_apps: bool,
     running: Option<Running>,
 }
 
@@ -66,6 +69,7 @@ impl TestHeart {
             args: Vec::new(),
             envs: Vec::new(),
             binary: PathBuf::from(HEART),
+            root_apps: true,
             running: None,
         }
     }
@@ -96,11 +100,25 @@ impl TestHeart {
         self
     }
 
-    /// Gives the heart only the first `n` ports of the block (the rest
-    /// stay free for the test).
+    /// Gives the heart `n` ports: the first `n` of its block (the rest
+    /// stay free for the test), or, for more than one block holds, a
+    /// block that spans as many as it takes. The heart must not have run
+    /// yet when the block changes.
     pub fn ports(&mut self, n: u16) -> &mut TestHeart {
-        assert!((1..=BLOCK).contains(&n), "{n} ports of a block of {BLOCK}");
+        assert!(n >= 1, "no ports");
+        if n > self.block.size() {
+            assert!(self.running.is_none(), "the heart runs on its ports");
+            self.block = PortBlock::spanning(usize::from(n.div_ceil(BLOCK)));
+        }
         self.ports = n;
+        self
+    }
+
+    /// Leaves out the `--allow-root-apps` that the fixture gives a heart
+    /// run as root (see [`root_apps`]): for the tests of what a heart
+    /// without it refuses.
+    pub fn no_root_apps(&mut self) -> &mut TestHeart {
+        self.root_apps = false;
         self
     }
 
@@ -117,7 +135,11 @@ impl TestHeart {
             .arg(&self.data)
             .arg("--ports")
             .arg(self.block.range(self.ports))
-            .args(root_apps(&self.args))
+            .args(if self.root_apps {
+                root_apps(&self.args)
+            } else {
+                Vec::new()
+            })
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -231,6 +253,17 @@ impl TestHeart {
         drop(self.running.take().expect("no heart runs"));
     }
 
+    /// What a reboot does to the node: the heart, its supervisors and
+    /// their applications (every process of the scratch directory) killed
+    /// with SIGKILL. Returns once none is left; the data directory stays
+    /// for the next [`TestHeart::spawn`].
+    pub fn reboot(&mut self) {
+        self.crash();
+        end_processes_under(&self.dir.path);
+        let left = processes_under(&self.dir.path);
+        assert!(left.is_empty(), "processes {left:?} outlived the reboot");
+    }
+
     /// One request with the heart's token; `body` is sent as JSON.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Response {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
@@ -238,6 +271,16 @@ impl TestHeart {
             .token(Some(self.token()))
             .body(&bytes)
             .call(self.addr())
+    }
+
+    /// A request that must answer 200 or 201; its body as JSON.
+    pub fn call_ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let answer = self.call(method, path, body);
+        assert!(
+            answer.status == 200 || answer.status == 201,
+            "{method} {path}: {answer:?}"
+        );
+        answer.json()
     }
 
     pub fn register(&self, body: Value) -> Response {
@@ -363,7 +406,7 @@ impl Drop for TestHeart {
 
 /// `--allow-root-apps` when the tests run as root and `args` names no
 /// user of its own: the applications of the tests run as the tests do.
-pub fn root_apps(args: &[OsString]) -> Vec<&'static str> {
+fn root_apps(args: &[OsString]) -> Vec<&'static str> {
     let own_user = args.iter().any(|a| a == "--run-as");
     if nix::unistd::geteuid().is_root() && !own_user {
         vec!["--allow-root-apps"]

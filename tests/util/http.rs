@@ -118,6 +118,12 @@ pub fn get(port: u16, path: &str) -> Option<Response> {
         .ok()
 }
 
+/// The body of `GET PATH` from an application on 127.0.0.1:`port` (a
+/// port as an instance view gives it); `None` when nothing answers.
+pub fn fetch(port: u64, path: &str) -> Option<String> {
+    get(port as u16, path).map(|answer| answer.body)
+}
+
 /// `GET URL` for an `http://HOST:PORT/PATH` URL; panics unless it answers.
 pub fn get_url(url: &str) -> Response {
     let rest = url

@@ -31,24 +31,35 @@ pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_pm-supervisor");
 pub const HEART: &str = env!("CARGO_BIN_EXE_pm-heart");
 pub const RUNTIME: &str = env!("CARGO_BIN_EXE_pm-runtime");
 
-/// A test web application: `python3 server.py PORT` serves its working
-/// directory on 127.0.0.1:PORT. It retries its bind on EADDRINUSE for up
-/// to 10 s, so that a port just released by another instance of the same
-/// test does not fail it.
-pub const WEB_SERVER_PY: &str = r#"
-import errno, http.server, sys, time
+/// A Python web server script: `python3 SCRIPT PORT` serves on
+/// 127.0.0.1:PORT with the request handler class `Handler` that the
+/// Python source `handler` defines (`http.server` is imported). It retries
+/// its bind on EADDRINUSE for up to 10 s, so that a port just released by
+/// another instance of the same test does not fail it.
+pub fn python_server(handler: &str) -> String {
+    format!(
+        r#"import errno, http.server, sys, time
+{handler}
 port = int(sys.argv[1])
 deadline = time.time() + 10
 while True:
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         break
     except OSError as e:
         if e.errno != errno.EADDRINUSE or time.time() > deadline:
             raise
         time.sleep(0.05)
 server.serve_forever()
-"#;
+"#
+    )
+}
+
+/// A test web application: `python3 server.py PORT` serves its working
+/// directory on 127.0.0.1:PORT (a [`python_server`]).
+pub fn web_server_py() -> String {
+    python_server("Handler = http.server.SimpleHTTPRequestHandler")
+}
 
 /// A scratch directory, removed on drop unless the test failed
 /// (then it is kept for a look and its path printed).

@@ -8,6 +8,8 @@
 //! parallel threads, test binaries of other checkouts and benchmarks all
 //! take their blocks there, so no two hold the same ports; a block whose
 //! ports are not all free to bind (another program uses one) is skipped.
+//! A test that needs more ports takes several consecutive blocks at once
+//! ([`PortBlock::spanning`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::net::TcpListener;
@@ -27,10 +29,11 @@ const BLOCKS: usize = ((32000 - FIRST) / BLOCK) as usize;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-/// [`BLOCK`] consecutive ports, owned while this lives.
+/// [`BLOCK`] consecutive ports (or a multiple), owned while this lives.
 pub struct PortBlock {
     low: u16,
-    _lock: Flock<File>,
+    len: u16,
+    _locks: Vec<Flock<File>>,
 }
 
 impl PortBlock {
@@ -40,20 +43,43 @@ impl PortBlock {
     ///
     /// Every block is taken.
     pub fn new() -> PortBlock {
+        PortBlock::spanning(1)
+    }
+
+    /// Takes `blocks` consecutive free blocks, as one block of `blocks` x
+    /// [`BLOCK`] ports.
+    ///
+    /// # Panics
+    ///
+    /// No run of `blocks` free blocks is left.
+    pub fn spanning(blocks: usize) -> PortBlock {
+        assert!(
+            (1..=BLOCKS).contains(&blocks),
+            "{blocks} blocks of {BLOCKS}"
+        );
         let dir = lock_dir();
+        let len = blocks as u16 * BLOCK;
         // Processes start their search at different blocks, so that they
         // seldom try the same lock.
         let start = std::process::id() as usize * 7 + NEXT.fetch_add(1, Ordering::SeqCst);
-        for i in 0..BLOCKS {
-            let low = FIRST + ((start + i) % BLOCKS) as u16 * BLOCK;
-            let Some(lock) = try_lock(&dir.join(format!("{low}.lock"))) else {
+        for i in 0..=BLOCKS - blocks {
+            let first = (start + i) % (BLOCKS - blocks + 1);
+            let low = FIRST + first as u16 * BLOCK;
+            let locks: Option<Vec<_>> = (0..blocks as u16)
+                .map(|b| try_lock(&dir.join(format!("{}.lock", low + b * BLOCK))))
+                .collect();
+            let Some(locks) = locks else {
                 continue;
             };
-            if (low..low + BLOCK).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
-                return PortBlock { low, _lock: lock };
+            if (low..low + len).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+                return PortBlock {
+                    low,
+                    len,
+                    _locks: locks,
+                };
             }
         }
-        panic!("no free block of {BLOCK} ports in {FIRST}-32000");
+        panic!("no {blocks} free blocks of {BLOCK} ports in {FIRST}-32000");
     }
 
     /// The first port.
@@ -61,9 +87,14 @@ impl PortBlock {
         self.low
     }
 
+    /// How many ports it holds.
+    pub fn size(&self) -> u16 {
+        self.len
+    }
+
     /// Port number `i` of the block.
     pub fn port(&self, i: u16) -> u16 {
-        assert!(i < BLOCK, "port {i} of a block of {BLOCK}");
+        assert!(i < self.len, "port {i} of a block of {}", self.len);
         self.low + i
     }
 
