@@ -3,19 +3,14 @@
 //! real kernel. Tests that need root (switching users, control groups)
 //! are ignored otherwise: `cargo test -- --ignored isolate`.
 //!
-//! Each test runs its own heart on its own data directory with its own
-//! ten instance ports from 26000-26999; on drop every supervisor it
-//! started is killed, then every process left in its heart's control
-//! groups, and the groups are removed (`cgroups::clean`).
+//! Each test runs its own [`TestHeart`]; on drop every process it started
+//! is killed, then every process left in its heart's control groups, and
+//! the groups are removed (`cgroups::clean`).
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,195 +19,52 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 use crate::util::cgroups;
-use crate::util::{
-    alive, is_supervisor, supervisor_pids, wait_for, wait_until, ChildGuard, Dir, KillOnDrop, HEART,
-};
+use crate::util::heart::{shell_instance, LONG};
+use crate::util::http::Response;
+use crate::util::{alive, wait_for, wait_until, KillOnDrop, TestHeart};
 
-static NEXT_PORT: AtomicU16 = AtomicU16::new(26000);
-const LONG: Duration = Duration::from_secs(60);
-
-/// A running heart on a data directory of its own; on drop the heart,
-/// its supervisors and whatever is left in its control groups end.
-struct Heart {
-    dir: Dir,
-    child: Option<ChildGuard>,
-    addr: String,
-    token: String,
-    stderr: PathBuf,
+/// A heart for the isolation test `name` with the options `args` and no
+/// others: as root, no `--allow-root-apps` unless `args` gives it.
+fn serve(name: &str, args: &[&str]) -> TestHeart {
+    let mut heart = TestHeart::new(&format!("isolate-{name}"));
+    heart.no_root_apps().args(args).spawn();
+    heart
 }
 
-struct Answer {
-    status: u16,
-    body: String,
+/// Registers a standalone shell instance running `script` with `sh -c`
+/// in its directory (a copy of `app/`), with `extra` fields.
+fn register(heart: &TestHeart, id: &str, script: &str, extra: Value) -> Response {
+    let source = heart.dir().join("app");
+    heart.dir().write("app/README", "an application\n");
+    let mut body = shell_instance(
+        id,
+        &source,
+        json!({"launch_command": script, "shell": true, "stop_timeout": 2}),
+    );
+    body["application"]["name"] = json!("isolate");
+    body["standalone"] = json!(true);
+    for (key, value) in extra.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    heart.register(body)
 }
 
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
+/// The control group directories of `id`'s current launch, from its
+/// control file.
+fn groups(heart: &TestHeart, id: &str) -> Vec<PathBuf> {
+    let path = heart.data().join(format!("supervisor/{id}.json"));
+    let control: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    control["cgroups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no cgroups in {control}"))
+        .iter()
+        .map(|d| PathBuf::from(d.as_str().unwrap()))
+        .collect()
 }
 
-impl std::fmt::Debug for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, self.body)
-    }
-}
-
-impl Heart {
-    fn start(name: &str, extra: &[&str]) -> Heart {
-        let dir = Dir::new(&format!("isolate-{name}"));
-        let low = NEXT_PORT.fetch_add(10, Ordering::SeqCst);
-        assert!(low + 10 <= 27000, "private port range exhausted");
-        let mut heart = Heart {
-            stderr: dir.join("heart.err"),
-            dir,
-            child: None,
-            addr: String::new(),
-            token: String::new(),
-        };
-        heart.spawn(low, extra);
-        heart
-    }
-
-    /// Kills the heart (if it runs) and starts another on the same data
-    /// directory.
-    fn spawn(&mut self, low: u16, extra: &[&str]) {
-        drop(self.child.take());
-        let mut child = Command::new(HEART)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(self.data())
-            .arg("--ports")
-            .arg(format!("{low}-{}", low + 9))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&self.stderr).unwrap())
-            .spawn()
-            .expect("spawn pm-heart");
-        let stdout = child.stdout.take().unwrap();
-        self.child = Some(ChildGuard(child));
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(LONG).expect("no listening line in time");
-        self.addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}; stderr: {}", self.stderr()))
-            .to_string();
-        self.token = fs::read_to_string(self.data().join("token"))
-            .unwrap()
-            .trim()
-            .to_string();
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
-        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        stream.set_read_timeout(Some(LONG)).unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Length: {}\r\n\
-             Authorization: Bearer {}\r\n\r\n",
-            self.addr,
-            body.len(),
-            self.token
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(&body).unwrap();
-        let mut raw = Vec::new();
-        let _ = stream.read_to_end(&mut raw);
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("no HTTP answer to {method} {path}: {text:?}"));
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        Answer {
-            status,
-            body: body.to_string(),
-        }
-    }
-
-    /// Registers a standalone shell instance running `script` with `sh -c`
-    /// in its directory (a copy of `app/`), with `extra` fields.
-    fn register(&self, id: &str, script: &str, extra: Value) -> Answer {
-        let source = self.dir.join("app");
-        fs::create_dir_all(&source).unwrap();
-        fs::write(source.join("README"), "an application\n").unwrap();
-        let mut body = json!({
-            "instance_id": id,
-            "source": source,
-            "application": {"name": "isolate"},
-            "standalone": true,
-            "runtime": {"name": "shell", "version": "1", "parameters": {
-                "launch_command": script, "shell": true, "stop_timeout": 2,
-            }},
-        });
-        for (key, value) in extra.as_object().unwrap() {
-            body[key] = value.clone();
-        }
-        self.call("POST", "/instances", Some(body))
-    }
-
-    fn start_instance(&self, id: &str) -> Answer {
-        self.call("POST", &format!("/instances/{id}/start"), None)
-    }
-
-    fn show(&self, id: &str) -> Value {
-        let answer = self.call("GET", &format!("/instances/{id}"), None);
-        assert_eq!(answer.status, 200, "{answer:?}");
-        answer.json()
-    }
-
-    fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
-        wait_for(timeout, &format!("{id} to be {state}"), || {
-            let view = self.show(id);
-            (view["state"] == state).then_some(view)
-        })
-    }
-
-    /// The control group directories of `id`'s current launch, from its
-    /// control file.
-    fn groups(&self, id: &str) -> Vec<PathBuf> {
-        let path = self.data().join(format!("supervisor/{id}.json"));
-        let control: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        control["cgroups"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no cgroups in {control}"))
-            .iter()
-            .map(|d| PathBuf::from(d.as_str().unwrap()))
-            .collect()
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn log(&self, id: &str) -> String {
-        fs::read_to_string(self.data().join(format!("logs/{id}.log"))).unwrap_or_default()
-    }
-}
-
-impl Drop for Heart {
-    fn drop(&mut self) {
-        for pid in supervisor_pids(&self.data()) {
-            if is_supervisor(pid) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-        drop(self.child.take());
-        cgroups::clean(&self.data());
-    }
-}
-
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
+/// The log file of `id`, as it is now.
+fn log(heart: &TestHeart, id: &str) -> String {
+    fs::read_to_string(heart.data().join(format!("logs/{id}.log"))).unwrap_or_default()
 }
 
 /// The value of `key` in `key value` lines.
@@ -243,18 +95,19 @@ fn cpu_seconds(groups: &[PathBuf]) -> f64 {
 #[test]
 #[ignore = "needs root"]
 fn isolate_user_nobody_runs_with_its_uid_gid_and_groups() {
-    let heart = Heart::start("nobody", &[]);
+    let heart = serve("nobody", &[]);
     let health = heart.call("GET", "/health", None).json();
     assert!(health["isolation"].is_string(), "{health}");
     let script = "echo ids $(id -u) $(id -g) groups $(id -G); exec sleep 300";
-    let answer = heart.register(
+    let answer = register(
+        &heart,
         "as-nobody",
         script,
         json!({"user": "nobody", "startup": ["id -u > startup-uid"]}),
     );
     assert_eq!(answer.status, 201, "{answer:?}");
     assert_eq!(answer.json()["user"], "nobody");
-    let answer = heart.start_instance("as-nobody");
+    let answer = heart.start("as-nobody");
     assert_eq!(answer.status, 200, "{answer:?}");
 
     let expected_groups = String::from_utf8(
@@ -266,8 +119,7 @@ fn isolate_user_nobody_runs_with_its_uid_gid_and_groups() {
     )
     .unwrap();
     let line = wait_for(LONG, "the ids in the log", || {
-        heart
-            .log("as-nobody")
+        log(&heart, "as-nobody")
             .lines()
             .find(|l| l.starts_with("ids "))
             .map(str::to_owned)
@@ -295,10 +147,10 @@ fn isolate_user_nobody_runs_with_its_uid_gid_and_groups() {
 #[test]
 #[ignore = "needs root"]
 fn isolate_as_root_without_user_or_default_start_is_refused_and_root_is_refused() {
-    let heart = Heart::start("no-user", &[]);
-    let answer = heart.register("no-user", "exec sleep 300", json!({}));
+    let heart = serve("no-user", &[]);
+    let answer = register(&heart, "no-user", "exec sleep 300", json!({}));
     assert_eq!(answer.status, 201, "{answer:?}");
-    let answer = heart.start_instance("no-user");
+    let answer = heart.start("no-user");
     assert_eq!(answer.status, 403, "{answer:?}");
     let error = answer.json()["error"].as_str().unwrap().to_owned();
     assert!(
@@ -310,7 +162,7 @@ fn isolate_as_root_without_user_or_default_start_is_refused_and_root_is_refused(
     assert_eq!(heart.show("no-user")["state"], "REGISTERED");
 
     for user in ["root", "0"] {
-        let answer = heart.register("as-root", "exec sleep 300", json!({"user": user}));
+        let answer = register(&heart, "as-root", "exec sleep 300", json!({"user": user}));
         assert_eq!(answer.status, 422, "{answer:?}");
         let error = answer.json()["error"].as_str().unwrap().to_owned();
         assert!(
@@ -318,7 +170,8 @@ fn isolate_as_root_without_user_or_default_start_is_refused_and_root_is_refused(
             "{error}"
         );
     }
-    let answer = heart.register(
+    let answer = register(
+        &heart,
         "unknown",
         "exec sleep 300",
         json!({"user": "no-such-user-pm"}),
@@ -330,20 +183,26 @@ fn isolate_as_root_without_user_or_default_start_is_refused_and_root_is_refused(
     );
 
     // With a node default, the same instance runs as it.
-    let heart = Heart::start("run-as", &["--run-as", "nobody"]);
-    heart.register("default", "echo uid $(id -u); exec sleep 300", json!({}));
-    let answer = heart.start_instance("default");
+    let heart = serve("run-as", &["--run-as", "nobody"]);
+    register(
+        &heart,
+        "default",
+        "echo uid $(id -u); exec sleep 300",
+        json!({}),
+    );
+    let answer = heart.start("default");
     assert_eq!(answer.status, 200, "{answer:?}");
     wait_until(LONG, "the uid in the log", || {
-        heart.log("default").contains("uid 65534\n")
+        log(&heart, "default").contains("uid 65534\n")
     });
 }
 
 #[test]
 #[ignore = "needs root"]
 fn isolate_an_unbounded_allocator_is_oom_killed_and_reads_error_out_of_memory() {
-    let heart = Heart::start("oom", &["--run-as", "nobody", "--check-interval", "0.5"]);
-    let answer = heart.register(
+    let heart = serve("oom", &["--run-as", "nobody", "--check-interval", "0.5"]);
+    let answer = register(
+        &heart,
         "hog",
         // Running first (standalone_wait 1 s), then doubling a string
         // until the kernel kills the shell.
@@ -352,9 +211,9 @@ fn isolate_an_unbounded_allocator_is_oom_killed_and_reads_error_out_of_memory() 
     );
     assert_eq!(answer.status, 201, "{answer:?}");
     assert_eq!(answer.json()["limits"]["memory_max"], 32 << 20);
-    let answer = heart.start_instance("hog");
+    let answer = heart.start("hog");
     assert_eq!(answer.status, 200, "{answer:?}");
-    let view = heart.wait_state("hog", "ERROR", LONG);
+    let view = heart.wait_state("hog", "ERROR");
     let message = view["message"].as_str().unwrap();
     assert!(message.contains("out of memory"), "{message}");
     assert!(message.contains("exited with code 137"), "{message}");
@@ -363,8 +222,9 @@ fn isolate_an_unbounded_allocator_is_oom_killed_and_reads_error_out_of_memory() 
 #[test]
 #[ignore = "needs root"]
 fn isolate_a_fork_loop_stops_at_pids_max_and_the_node_stays_responsive() {
-    let heart = Heart::start("forks", &["--run-as", "nobody"]);
-    let answer = heart.register(
+    let heart = serve("forks", &["--run-as", "nobody"]);
+    let answer = register(
+        &heart,
         "forker",
         // A subshell forks until refused (then it exits); the application
         // itself lives on.
@@ -372,9 +232,9 @@ fn isolate_a_fork_loop_stops_at_pids_max_and_the_node_stays_responsive() {
         json!({"limits": {"pids_max": 16}}),
     );
     assert_eq!(answer.status, 201, "{answer:?}");
-    let answer = heart.start_instance("forker");
+    let answer = heart.start("forker");
     assert_eq!(answer.status, 200, "{answer:?}");
-    let groups = heart.groups("forker");
+    let groups = groups(&heart, "forker");
     let pids_dir = groups
         .iter()
         .find(|d| d.join("pids.max").exists())
@@ -409,17 +269,18 @@ fn isolate_a_fork_loop_stops_at_pids_max_and_the_node_stays_responsive() {
 #[test]
 #[ignore = "needs root"]
 fn isolate_a_cpu_burner_at_cpu_max_20_percent_gets_a_fifth_of_a_cpu() {
-    let heart = Heart::start("cpu", &["--run-as", "nobody"]);
-    let answer = heart.register(
+    let heart = serve("cpu", &["--run-as", "nobody"]);
+    let answer = register(
+        &heart,
         "burner",
         "while :; do :; done",
         json!({"limits": {"cpu_max": "20%"}}),
     );
     assert_eq!(answer.status, 201, "{answer:?}");
     assert_eq!(answer.json()["limits"]["cpu_max"], "20%");
-    let answer = heart.start_instance("burner");
+    let answer = heart.start("burner");
     assert_eq!(answer.status, 200, "{answer:?}");
-    let groups = heart.groups("burner");
+    let groups = groups(&heart, "burner");
     let (t0, c0) = (Instant::now(), cpu_seconds(&groups));
     thread::sleep(Duration::from_secs(3));
     let (t1, c1) = (Instant::now(), cpu_seconds(&groups));
@@ -438,14 +299,15 @@ fn isolate_a_cpu_burner_at_cpu_max_20_percent_gets_a_fifth_of_a_cpu() {
 #[test]
 #[ignore = "needs root"]
 fn isolate_a_setsid_daemon_that_survived_its_supervisor_is_ended_by_the_next_check() {
-    let heart = Heart::start("daemon", &["--run-as", "nobody", "--check-interval", "0.5"]);
-    let answer = heart.register(
+    let heart = serve("daemon", &["--run-as", "nobody", "--check-interval", "0.5"]);
+    let answer = register(
+        &heart,
         "escaper",
         "(setsid sh -c 'echo $$ > daemon.pid; exec sleep 300' &); exec sleep 300",
         json!({}),
     );
     assert_eq!(answer.status, 201, "{answer:?}");
-    let view = heart.start_instance("escaper").json();
+    let view = heart.start("escaper").json();
     let supervisor = view["pid"].as_i64().unwrap() as i32;
     let pid_file = heart.data().join("instances/escaper/daemon.pid");
     let daemon: i32 = wait_for(LONG, "the daemon's pid", || {
@@ -484,19 +346,15 @@ fn isolate_a_setsid_daemon_that_survived_its_supervisor_is_ended_by_the_next_che
 
 #[test]
 fn isolate_token_control_files_and_records_are_0600_in_0700_directories() {
-    let extra: &[&str] = if is_root() {
-        &["--allow-root-apps"]
-    } else {
-        &[]
-    };
-    let heart = Heart::start("modes", extra);
-    let answer = heart.register(
+    let heart = TestHeart::serve("isolate-modes", &[]);
+    let answer = register(
+        &heart,
         "secret",
         "exec sleep 300",
         json!({"environment": {"DB_PASSWORD": "hunter2"}, "startup": ["true"]}),
     );
     assert_eq!(answer.status, 201, "{answer:?}");
-    let answer = heart.start_instance("secret");
+    let answer = heart.start("secret");
     assert_eq!(answer.status, 200, "{answer:?}");
     let data = heart.data();
     let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -506,7 +364,7 @@ fn isolate_token_control_files_and_records_are_0600_in_0700_directories() {
     for dir in ["store", "supervisor"] {
         assert_eq!(mode(&data.join(dir)), 0o700, "{dir}");
     }
-    assert_eq!(mode(&data), 0o711);
+    assert_eq!(mode(data), 0o711);
     assert_eq!(mode(&data.join("logs/secret.log")), 0o640);
     assert!(fs::read_to_string(data.join("supervisor/secret.json"))
         .unwrap()
@@ -515,22 +373,19 @@ fn isolate_token_control_files_and_records_are_0600_in_0700_directories() {
 
 #[test]
 fn isolate_open_secrets_are_closed_and_an_open_data_directory_is_named_at_start_up() {
-    let extra: &[&str] = if is_root() {
-        &["--allow-root-apps"]
-    } else {
-        &[]
-    };
-    let mut heart = Heart::start("reopen", extra);
-    let data = heart.data();
+    let mut heart = TestHeart::serve("isolate-reopen", &[]);
+    let data = heart.data().to_path_buf();
     let token = data.join("token");
     fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(data.join("supervisor"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
-    heart.spawn(NEXT_PORT.fetch_add(10, Ordering::SeqCst), extra);
+    heart.crash();
+    let before = heart.stderr().len();
+    heart.spawn();
     let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&token), 0o600);
     assert_eq!(mode(&data.join("supervisor")), 0o700);
-    let stderr = heart.stderr();
+    let stderr = heart.stderr()[before..].to_string();
     assert!(
         stderr.contains(&format!(
             "pm-heart: warning: data directory {} is readable or writable by others (mode 0755)",
@@ -547,21 +402,24 @@ fn isolate_open_secrets_are_closed_and_an_open_data_directory_is_named_at_start_
 #[test]
 #[ignore = "needs root"]
 fn isolate_a_restart_refused_for_its_user_is_not_retried() {
-    let mut heart = Heart::start("refused-restart", &["--allow-root-apps"]);
-    let answer = heart.register(
+    // As root, the fixture gives the first heart --allow-root-apps.
+    let mut heart = TestHeart::serve("isolate-refused-restart", &[]);
+    let answer = register(
+        &heart,
         "root-app",
         "sleep 3; exit 3",
         json!({"user": "root", "restart": "always"}),
     );
     assert_eq!(answer.status, 201, "{answer:?}");
-    let answer = heart.start_instance("root-app");
+    let answer = heart.start("root-app");
     assert_eq!(answer.status, 200, "{answer:?}");
     // The same node, no longer allowing root applications: the exit is
     // reported to the new heart, whose restart is refused once.
-    heart.spawn(
-        NEXT_PORT.fetch_add(10, Ordering::SeqCst),
-        &["--check-interval", "0.2"],
-    );
+    heart.crash();
+    heart
+        .no_root_apps()
+        .args(&["--check-interval", "0.2"])
+        .spawn();
     let view = wait_for(LONG, "the restart to be refused", || {
         let view = heart.show("root-app");
         view["message"]
