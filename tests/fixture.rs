@@ -57,19 +57,27 @@ fn dropping_the_heart_fixture_ends_everything_it_started() {
 
 #[test]
 fn port_blocks_are_distinct_and_free() {
-    let blocks: Vec<PortBlock> = thread::scope(|scope| {
-        let threads: Vec<_> = (0..16).map(|_| scope.spawn(PortBlock::new)).collect();
+    // Single blocks and blocks that span two and three, taken at once.
+    let blocks: Vec<(u16, PortBlock)> = thread::scope(|scope| {
+        let threads: Vec<_> = (0..16u16)
+            .map(|n| {
+                let spans = n % 3 + 1;
+                scope.spawn(move || (spans, PortBlock::spanning(usize::from(spans))))
+            })
+            .collect();
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
     let mut ports = HashSet::new();
-    for block in &blocks {
-        assert!(block.port(BLOCK - 1) < 32768, "{}", block.range(BLOCK));
-        for i in 0..BLOCK {
+    for (spans, block) in &blocks {
+        assert_eq!(block.size(), spans * BLOCK);
+        let last = block.port(block.size() - 1);
+        assert!(last < 32768, "{}", block.range(block.size()));
+        for i in 0..block.size() {
             assert!(ports.insert(block.port(i)), "port {} twice", block.port(i));
         }
     }
     // A block is free while held: its ports bind.
-    let _listener = TcpListener::bind(("127.0.0.1", blocks[0].low())).unwrap();
+    let _listener = TcpListener::bind(("127.0.0.1", blocks[0].1.low())).unwrap();
 }
 
 /// Serves one connection on a listener of its own with `answer`, and
