@@ -456,9 +456,12 @@ fn resume_of_200_instances() {
     // The smallest application that listens: the figure is the heart's
     // and the supervisors' cost, not the application's start-up (200
     // Python web servers take about 30 s of CPU to start on 2 cores).
+    // SO_REUSEADDR, as every server sets it: the block's ports may have
+    // served an earlier test, whose connections linger in TIME_WAIT.
     heart.dir().write(
         "app/listen.py",
         "import socket, sys, time\ns = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
          s.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen()\ntime.sleep(1e6)\n",
     );
     for n in 0..N {

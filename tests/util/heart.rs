@@ -115,7 +115,7 @@ impl TestHeart {
     }
 
     /// Leaves out the `--allow-root-apps` that the fixture gives a heart
-    /// run as root (see [`root_apps`]): for the tests of what a heart
+    /// run as root (see [`TestHeart::root_apps`]): for the tests of what a heart
     /// without it refuses.
     pub fn no_root_apps(&mut self) -> &mut TestHeart {
         self.root_apps = false;
@@ -135,11 +135,7 @@ impl TestHeart {
             .arg(&self.data)
             .arg("--ports")
             .arg(self.block.range(self.ports))
-            .args(if self.root_apps {
-                root_apps(&self.args)
-            } else {
-                Vec::new()
-            })
+            .args(self.root_apps())
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -189,6 +185,15 @@ impl TestHeart {
             ready_after,
         });
         self
+    }
+
+    /// `--allow-root-apps` when the tests run as root, the options name no
+    /// user of their own and the test did not opt out: the applications
+    /// of the tests run as the tests do.
+    fn root_apps(&self) -> Option<&'static str> {
+        let own_user = self.args.iter().any(|a| a == "--run-as");
+        (self.root_apps && !own_user && nix::unistd::geteuid().is_root())
+            .then_some("--allow-root-apps")
     }
 
     fn running(&self) -> &Running {
@@ -401,17 +406,6 @@ impl Drop for TestHeart {
         drop(self.running.take());
         end_processes_under(&self.dir.path);
         super::cgroups::clean(&self.data);
-    }
-}
-
-/// `--allow-root-apps` when the tests run as root and `args` names no
-/// user of its own: the applications of the tests run as the tests do.
-fn root_apps(args: &[OsString]) -> Vec<&'static str> {
-    let own_user = args.iter().any(|a| a == "--run-as");
-    if nix::unistd::geteuid().is_root() && !own_user {
-        vec!["--allow-root-apps"]
-    } else {
-        Vec::new()
     }
 }
 

@@ -1,8 +1,8 @@
 //! Shared test helpers, for the integration tests and the benchmarks
-//! (which include this module with `#[path]`): binary paths, scratch
-//! directories and bounded waits here; the heart fixture, the HTTP client,
-//! the port blocks, the recording HTTP server and the process guards in
-//! the submodules.
+//! (which include this module with `#[path]`): binary paths, the test web
+//! servers, scratch directories and bounded waits here; the heart
+//! fixture, the HTTP client, the port blocks, the recording HTTP server
+//! and the process guards in the submodules.
 
 #![allow(dead_code)]
 
