@@ -1,18 +1,24 @@
 //! Remote deploy (issue 14): sources by URL with a digest, uploads, and
 //! `deploy --address`, against a heart that cannot see the client's files,
-//! and archives that try to write outside the instance directory.
+//! archives that try to write outside the instance directory, and `deploy
+//! --replace`, alone and behind a controller that switches a router on the
+//! heart's reports while clients poll through it.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::util::heart::shell_instance;
+use self::switch::{epoch, Controller, Front, Poll, Pollers, Report, Route};
+use crate::util::heart::{shell_instance, LONG};
 use crate::util::http::Request;
-use crate::util::{exited_with, run, Dir, TestHeart, HEART};
+use crate::util::{exited_with, run, wait_until, Dir, TestHeart, HEART};
+
+mod switch;
 
 /// A `.tar.gz` of `dir` made by GNU tar, as an operator would make it.
 fn tar_gz(dir: &Path, out: &Path) -> Vec<u8> {
@@ -292,4 +298,252 @@ fn a_50_mb_upload_is_streamed_to_disk_not_held_in_memory() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     assert!(peak_kib < 30 * 1024, "peak RSS {peak_kib} KiB");
+}
+
+/// A graceful web application: `python3 server.py PORT VERSION MARK`
+/// answers every `GET` with VERSION after 20 ms (so that some requests are
+/// in flight whenever it is stopped). On SIGTERM it writes the time to
+/// MARK and stops accepting (within 10 ms): it takes the connections the
+/// kernel has accepted already, closes its listening socket (a connection
+/// after that is refused), finishes every request in flight and exits 0.
+const GRACEFUL_SERVER_PY: &str = r#"
+import errno, http.server, signal, socket, sys, time
+port, version, mark = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(0.02)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(version)))
+        self.end_headers()
+        self.wfile.write(version)
+    def log_message(self, *args):
+        pass
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = False
+
+deadline = time.time() + 10
+while True:
+    try:
+        server = Server(("127.0.0.1", port), Handler)
+        break
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE or time.time() > deadline:
+            raise
+        time.sleep(0.05)
+
+stopping = []
+def on_term(signum, frame):
+    with open(mark, "w") as f:
+        f.write(repr(time.time()))
+    stopping.append(True)
+signal.signal(signal.SIGTERM, on_term)
+
+server.socket.settimeout(0.01)
+while not stopping:
+    try:
+        conn, addr = server.socket.accept()
+    except socket.timeout:
+        continue
+    server.process_request(conn, addr)
+server.socket.setblocking(False)
+while True:
+    try:
+        conn, addr = server.socket.accept()
+    except BlockingIOError:
+        break
+    conn.setblocking(True)
+    server.process_request(conn, addr)
+server.server_close()
+"#;
+
+/// How long the fake controller takes to switch its route.
+const ROUTE_DELAY: Duration = Duration::from_millis(300);
+/// Polls each version must answer, so that the test cannot pass on none.
+const ENOUGH: usize = 30;
+
+/// The ids of application `name` on the heart.
+fn ids_of(heart: &TestHeart, name: &str) -> Vec<String> {
+    let list = heart.call("GET", "/instances", None).json();
+    list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["application"]["name"] == name)
+        .map(|v| v["instance_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn deploy_replace_behind_a_controller_that_switches_routes_fails_no_request() {
+    let dir = Dir::new("deploy-switch-app");
+    let route = Route::default();
+    let mut heart = TestHeart::new("deploy-switch");
+    let controller = Controller::start(
+        "switched",
+        heart.data().join("token"),
+        route.clone(),
+        ROUTE_DELAY,
+    );
+    heart.args(&["--pacemaker", &controller.url()]).spawn();
+    let front = Front::start(route.clone());
+    dir.write("app/server.py", GRACEFUL_SERVER_PY);
+    let mark = |version: &str| dir.join(format!("{version}.sigterm"));
+    let manifest = |command: Value| {
+        dir.write(
+            "app/paasmaker.json",
+            json!({
+                "application": {"name": "switched"},
+                "runtime": {"name": "shell", "version": "1",
+                            "parameters": {"launch_command": command}},
+                "health_check": {"type": "http", "path": "/"}
+            })
+            .to_string(),
+        );
+    };
+    let version = |v: &str| {
+        manifest(json!(["python3", "server.py", "{port}", v, mark(v)]));
+    };
+    let deploy = |args: &[&str]| {
+        heart.client(&[&["deploy", dir.join("app").to_str().unwrap()], args].concat())
+    };
+
+    version("v1");
+    exited_with(&deploy(&[]), 0, "first deploy");
+    let old = ids_of(&heart, "switched");
+    assert_eq!(old.len(), 1, "{old:?}");
+    wait_until(LONG, "the controller to route to v1", || route.port() != 0);
+    let pollers = Pollers::start(&front.addr(), 2);
+    wait_until(LONG, "polls answered by v1", || {
+        pollers.answered_by("v1") >= ENOUGH
+    });
+
+    version("v2");
+    exited_with(&deploy(&["--replace"]), 0, "deploy --replace");
+    let new = ids_of(&heart, "switched");
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_ne!(new, old);
+    let (old, new) = (&old[0], &new[0]);
+    wait_until(LONG, "a report without the old instance", || {
+        controller
+            .reports()
+            .last()
+            .is_some_and(|r| !r.instances.contains_key(old))
+    });
+    wait_until(LONG, "polls answered by v2", || {
+        pollers.answered_by("v2") >= ENOUGH
+    });
+
+    let reports = controller.reports();
+    let switches = controller.switches();
+    let context = || {
+        format!(
+            "reports: {reports:#?}\nswitches: {switches:#?}\nheart stderr:\n{}",
+            heart.stderr()
+        )
+    };
+    // Every poll through the switch answered, by v1 or by v2.
+    let polls = pollers.polls();
+    let (v1, v2) = check_polls(&polls, &context);
+    assert!(v1 >= ENOUGH && v2 >= ENOUGH, "v1 {v1}, v2 {v2}");
+
+    // The controller heard the new instance RUNNING, with the old one
+    // still RUNNING, before it heard of the old one stopped or gone.
+    let first = |pred: &dyn Fn(&Report) -> bool| reports.iter().position(pred);
+    let new_running = first(&|r| r.instances.get(new).is_some_and(|s| s == "RUNNING"))
+        .unwrap_or_else(|| panic!("no report of {new} RUNNING\n{}", context()));
+    let old_up = first(&|r| r.instances.get(old).is_some_and(|s| s == "RUNNING"))
+        .unwrap_or_else(|| panic!("no report of {old} RUNNING\n{}", context()));
+    let old_gone = reports[old_up..]
+        .iter()
+        .position(|r| r.instances.get(old).map_or(true, |s| s != "RUNNING"))
+        .map(|i| i + old_up);
+    assert_eq!(reports[new_running].path, "/node/update");
+    assert_eq!(
+        reports[new_running].instances.get(old).map(String::as_str),
+        Some("RUNNING"),
+        "{}",
+        context()
+    );
+    assert!(old_gone.is_some_and(|i| i > new_running), "{}", context());
+
+    // The old instance got its SIGTERM only after the controller had
+    // switched the route to the new one and begun to answer the report.
+    let switch = switches
+        .iter()
+        .find(|s| &s.instance == new)
+        .unwrap_or_else(|| panic!("no switch to {new}\n{}", context()));
+    assert_eq!(
+        Some(u64::from(switch.port)),
+        heart.show(new)["port"].as_u64()
+    );
+    let sigterm: f64 = std::fs::read_to_string(mark("v1"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let gap = sigterm - epoch(switch.answering);
+    let drained = polls
+        .iter()
+        .filter(|p| p.answer.as_deref() == Ok("v1") && epoch(p.ended) > sigterm)
+        .count();
+    eprintln!(
+        "v1 got SIGTERM {:.1} ms after the controller answered the switch to v2; {drained} of its \
+         answers came after its SIGTERM",
+        gap * 1000.0
+    );
+    assert!(
+        gap > 0.0,
+        "SIGTERM {gap:.4} s after the switch\n{}",
+        context()
+    );
+
+    // A replacement that cannot start: the controller never routes to it
+    // and v2 keeps answering.
+    manifest(json!(["/nonexistent/program"]));
+    let out = deploy(&["--replace"]);
+    assert_ne!(out.status.code(), Some(0), "a failed replacement succeeded");
+    assert_eq!(ids_of(&heart, "switched"), std::slice::from_ref(new));
+    assert_eq!(heart.state(new), "RUNNING");
+    wait_until(LONG, "polls answered by v2 after the failure", || {
+        pollers.answered_by("v2") >= v2 + ENOUGH
+    });
+    check_polls(&pollers.finish(), &|| {
+        format!("after the failed replacement\n{}", context())
+    });
+    assert!(!mark("v2").exists(), "v2 was stopped");
+    assert_eq!(controller.switches().len(), 2, "{}", context());
+}
+
+/// Checks that every poll was answered by v1 or v2; how many by each.
+fn check_polls(polls: &[Poll], context: &dyn Fn() -> String) -> (usize, usize) {
+    let failed: Vec<String> = polls
+        .iter()
+        .filter_map(|p| {
+            let error = p.answer.as_ref().err()?;
+            Some(format!("{:.3}: {error}", epoch(p.at)))
+        })
+        .collect();
+    let count = |v: &str| {
+        polls
+            .iter()
+            .filter(|p| p.answer.as_deref() == Ok(v))
+            .count()
+    };
+    let (v1, v2) = (count("v1"), count("v2"));
+    eprintln!(
+        "{} polls: {v1} answered by v1, {v2} by v2, {} failed",
+        polls.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed polls, the first:\n{}\n{}",
+        failed.len(),
+        failed[..failed.len().min(20)].join("\n"),
+        context()
+    );
+    assert_eq!(v1 + v2, polls.len(), "{}", context());
+    (v1, v2)
 }

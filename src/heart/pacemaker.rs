@@ -1,7 +1,8 @@
 //! Reports to the optional controller (`--pacemaker URL`): node register,
 //! update on every state change (coalesced: only the newest snapshot is
 //! sent), and shutdown. A background thread delivers them with retries and
-//! backoff; nothing in the heart ever blocks on the controller.
+//! backoff; nothing in the heart blocks on the controller but the bounded
+//! [`Reporter::flush`] a stop begins with.
 //!
 //! Invariants, all kept under one mutex that the thread waits on with a
 //! condition variable:
@@ -9,13 +10,18 @@
 //! - the register report is delivered (or refused with a 4xx) before any
 //!   update is sent;
 //! - at most one update is pending: a newer one replaces an unsent one,
-//!   and a failed one is put back only when nothing newer arrived;
+//!   and a failed one is put back only when nothing newer arrived; an
+//!   update equal to the last one queued is not queued again;
 //! - a shutdown report supersedes whatever is pending and ends the thread
 //!   once delivered or given up;
 //! - each try is bounded by [`TRY_TIMEOUT`]; while the controller is
 //!   unreachable or answers 5xx (or 408, 429) the thread backs off from
 //!   [`FIRST_BACKOFF`], doubling to [`MAX_BACKOFF`]; any other non-2xx
-//!   answer is final and the report is dropped with a warning.
+//!   answer is final and the report is dropped with a warning;
+//! - [`Reporter::flush`] waits (bounded) until the controller has answered
+//!   every update queued before it, and not while it is unreachable: a
+//!   stop waits so, so that a controller has switched its routes to what
+//!   started before what stopped is signalled.
 
 use std::io::Write as _;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -59,13 +65,34 @@ impl Kind {
     }
 }
 
+/// How a [`Reporter::flush`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// The controller answered every update queued before the flush (or
+    /// there was none).
+    Answered,
+    /// The controller cannot be reached (its last try failed), or
+    /// reporting ended: there is nothing to wait for.
+    Unreachable,
+    /// A try was still in flight at the timeout.
+    TimedOut,
+}
+
 /// What is waiting to be delivered.
 #[derive(Debug, Default)]
 struct Queue {
     /// Until delivered or refused.
     register: Option<NodeReport>,
-    /// The newest undelivered update.
-    update: Option<NodeReport>,
+    /// The newest undelivered update, with its number.
+    update: Option<(u64, NodeReport)>,
+    /// The newest report queued (register or update): an equal update is
+    /// not queued again.
+    last: Option<NodeReport>,
+    /// The number of the newest update queued (they count from 1).
+    queued: u64,
+    /// The number of the newest update the controller answered, 2xx or
+    /// refused.
+    answered: u64,
     /// Once asked for: supersedes the rest.
     shutdown: Option<NodeReport>,
     /// The thread is done (shutdown delivered, given up, or no thread).
@@ -76,6 +103,8 @@ struct Queue {
     backoff: Duration,
     /// Tries made, for tests and diagnostics.
     attempts: u64,
+    /// Tries that failed (retried or refused).
+    failures: u64,
 }
 
 impl Queue {
@@ -138,6 +167,7 @@ impl Reporter {
         let shared = Arc::new(Shared {
             url: url.trim_end_matches('/').to_string(),
             queue: Mutex::new(Queue {
+                last: Some(register.clone()),
                 register: Some(register),
                 backoff: FIRST_BACKOFF,
                 ..Queue::default()
@@ -158,14 +188,46 @@ impl Reporter {
         Reporter { shared }
     }
 
-    /// Queues an update; replaces any update not yet delivered.
+    /// Queues an update; replaces any update not yet delivered. An update
+    /// equal to the last report queued changes nothing and is dropped.
     pub(crate) fn update(&self, report: NodeReport) {
         let mut queue = self.shared.lock();
-        if queue.finished || queue.shutdown.is_some() {
+        if queue.finished || queue.shutdown.is_some() || queue.last.as_ref() == Some(&report) {
             return;
         }
-        queue.update = Some(report);
+        queue.queued += 1;
+        queue.last = Some(report.clone());
+        queue.update = Some((queue.queued, report));
         self.shared.changed.notify_all();
+    }
+
+    /// Waits at most `timeout` for the controller to answer every update
+    /// queued so far. Returns at once while the controller is unreachable
+    /// (the last try failed and the thread backs off), and as soon as a
+    /// try fails: the controller that would act on the report is not
+    /// listening.
+    pub(crate) fn flush(&self, timeout: Duration) -> Flushed {
+        let deadline = Instant::now() + timeout;
+        let mut queue = self.shared.lock();
+        let target = queue.queued;
+        let failures = queue.failures;
+        loop {
+            if queue.answered >= target {
+                return Flushed::Answered;
+            }
+            if queue.finished
+                || queue.shutdown.is_some()
+                || queue.not_before.is_some()
+                || queue.failures != failures
+            {
+                return Flushed::Unreachable;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Flushed::TimedOut;
+            }
+            queue = self.shared.wait(queue, Some(deadline - now));
+        }
     }
 
     /// Sends the shutdown report, waiting at most `timeout` for delivery.
@@ -236,7 +298,7 @@ fn deliver(shared: &Shared) {
         .into();
     let mut failing = false;
     loop {
-        let (kind, report) = {
+        let (kind, number, report) = {
             let mut queue = shared.lock();
             loop {
                 if queue.finished {
@@ -254,13 +316,15 @@ fn deliver(shared: &Shared) {
                     }
                 }
                 let report = match kind {
-                    Kind::Register => queue.register.clone(),
+                    Kind::Register => queue.register.clone().map(|r| (0, r)),
                     Kind::Update => queue.update.take(),
-                    Kind::Shutdown => queue.shutdown.clone(),
+                    Kind::Shutdown => queue.shutdown.clone().map(|r| (0, r)),
                 };
-                let Some(report) = report else { continue };
+                let Some((number, report)) = report else {
+                    continue;
+                };
                 queue.attempts += 1;
-                break (kind, report);
+                break (kind, number, report);
             }
         };
 
@@ -280,7 +344,7 @@ fn deliver(shared: &Shared) {
                 }
                 queue.not_before = None;
                 queue.backoff = FIRST_BACKOFF;
-                finish(&mut queue, kind);
+                finish(&mut queue, kind, number);
             }
             Sent::Retry(reason) => {
                 if !failing {
@@ -294,8 +358,9 @@ fn deliver(shared: &Shared) {
                     );
                     failing = true;
                 }
+                queue.failures += 1;
                 if kind == Kind::Update && queue.update.is_none() && queue.shutdown.is_none() {
-                    queue.update = Some(report);
+                    queue.update = Some((number, report));
                 }
                 queue.not_before = Some(Instant::now() + queue.backoff);
                 queue.backoff = (queue.backoff * 2).min(MAX_BACKOFF);
@@ -309,18 +374,19 @@ fn deliver(shared: &Shared) {
                         kind.name()
                     ),
                 );
-                finish(&mut queue, kind);
+                queue.failures += 1;
+                finish(&mut queue, kind, number);
             }
         }
         shared.changed.notify_all();
     }
 }
 
-/// Marks `kind` as done (delivered or refused).
-fn finish(queue: &mut Queue, kind: Kind) {
+/// Marks `kind` (update `number`) as done (delivered or refused).
+fn finish(queue: &mut Queue, kind: Kind, number: u64) {
     match kind {
         Kind::Register => queue.register = None,
-        Kind::Update => {}
+        Kind::Update => queue.answered = queue.answered.max(number),
         Kind::Shutdown => {
             queue.shutdown = None;
             queue.finished = true;
@@ -459,6 +525,65 @@ mod tests {
         assert_eq!(path, "/node/update");
         assert_eq!(body.instances["web-1"], State::Running);
         answer(request, 200);
+    }
+
+    #[test]
+    fn a_flush_waits_until_the_controller_answered_what_was_queued() {
+        let (server, url) = controller();
+        let reporter = Arc::new(Reporter::start(url, report(&[])));
+        let (_, _, request) = next(&server);
+        answer(request, 200);
+        assert_eq!(reporter.flush(WAIT), Flushed::Answered, "nothing queued");
+
+        reporter.update(report(&[("new", State::Running), ("old", State::Running)]));
+        let (tx, flushed) = std::sync::mpsc::channel();
+        let flusher = Arc::clone(&reporter);
+        let waiter = thread::spawn(move || tx.send(flusher.flush(WAIT)).unwrap());
+        let (path, body, held) = next(&server);
+        assert_eq!(path, "/node/update");
+        assert_eq!(body.instances["new"], State::Running);
+        assert!(
+            flushed.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the flush returned before the controller answered"
+        );
+        answer(held, 200);
+        assert_eq!(flushed.recv_timeout(WAIT).unwrap(), Flushed::Answered);
+        waiter.join().unwrap();
+
+        // The same report again is not sent again.
+        reporter.update(report(&[("new", State::Running), ("old", State::Running)]));
+        assert_eq!(reporter.flush(WAIT), Flushed::Answered);
+        reporter.update(report(&[("new", State::Running), ("old", State::Stopped)]));
+        let (_, body, request) = next(&server);
+        assert_eq!(body.instances["old"], State::Stopped);
+        answer(request, 200);
+    }
+
+    #[test]
+    fn a_flush_gives_up_at_its_timeout_or_when_a_try_fails() {
+        let (server, url) = controller();
+        let reporter = Reporter::start(url, report(&[]));
+        let (_, _, request) = next(&server);
+        answer(request, 200);
+        reporter.update(report(&[("a", State::Running)]));
+        let (_, _, held) = next(&server);
+        let begun = Instant::now();
+        assert_eq!(
+            reporter.flush(Duration::from_millis(300)),
+            Flushed::TimedOut
+        );
+        assert!(begun.elapsed() >= Duration::from_millis(300));
+        // A failed try ends the wait, and while the controller fails, a
+        // flush does not wait at all.
+        let (tx, flushed) = std::sync::mpsc::channel();
+        thread::scope(|scope| {
+            scope.spawn(|| tx.send(reporter.flush(WAIT)).unwrap());
+            answer(held, 503);
+            assert_eq!(flushed.recv_timeout(WAIT).unwrap(), Flushed::Unreachable);
+        });
+        let begun = Instant::now();
+        assert_eq!(reporter.flush(WAIT), Flushed::Unreachable);
+        assert!(begun.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

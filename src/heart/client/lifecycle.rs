@@ -197,7 +197,8 @@ pub(super) fn redeploy(
 /// other instances on this node stopped and deregistered. A new instance
 /// that fails to start is deregistered and the old ones keep serving.
 /// With `--pacemaker`, the controller hears the new instance's `RUNNING`
-/// before the old ones' `STOPPED`.
+/// before the old ones' `STOPPED`: the heart's stop of an old one first
+/// waits (bounded) for the controller to answer that report.
 pub(super) fn replace(heart: &Heart, dir: &Path, register: &[u8], json: bool) -> Outcome<()> {
     let (_, manifest) = load_manifest(dir)?;
     let name = &manifest.application.name;

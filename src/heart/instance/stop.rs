@@ -3,20 +3,29 @@
 //! A stop ends the instance's supervisor (SIGTERM, which stops the
 //! application's group, then SIGKILL after its stop timeout and a margin)
 //! or asks its runtime to stop it, and records `STOPPED`; an operator's
-//! stop is never restarted. Deregister removes the instance's directory,
+//! stop is never restarted. With a controller (`--pacemaker`), a stop
+//! first waits, at most [`CONTROLLER_WAIT`], for the controller to answer
+//! the reports of every change before it: in a replacement it has then
+//! heard the new instance `RUNNING` (and switched its routes) before the
+//! old one is signalled. Deregister removes the instance's directory,
 //! its files under `supervisor/` and `logs/`, and its record.
 
 use std::fs;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{lock, Node};
 use crate::error::{Error, Refusal, Result};
+use crate::heart::pacemaker::Flushed;
 use crate::heart::record::Record;
 use crate::protocol::{self, Desired, InstanceId, InstanceView, State};
 
 /// How long deregister gives a supervisor that somehow outlived its
 /// instance's stop.
 const DEREGISTER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stop waits for the controller to answer the reports
+/// queued before it.
+const CONTROLLER_WAIT: Duration = Duration::from_secs(5);
 
 impl Node {
     /// Stops instance `id` → `STOPPED`.
@@ -48,6 +57,7 @@ impl Node {
             rec.desired = Some(Desired::Stopped);
             Ok(rec.clone())
         })?;
+        self.tell_controller_before_stop(id);
         let mut failure = None;
         if rec.managed {
             if let Err(e) = self.managed_stop(&rec) {
@@ -93,6 +103,23 @@ impl Node {
                 message,
                 instance: Some(Box::new(view)),
             })),
+        }
+    }
+
+    /// Waits for the controller, if any, to answer every report queued so
+    /// far (see [`Reporter::flush`](crate::heart::pacemaker::Reporter::flush)).
+    fn tell_controller_before_stop(&self, id: &InstanceId) {
+        let Some(reporter) = &self.reporter else {
+            return;
+        };
+        let began = Instant::now();
+        match reporter.flush(CONTROLLER_WAIT) {
+            Flushed::Answered | Flushed::Unreachable => {}
+            Flushed::TimedOut => self.events.warn(format_args!(
+                "{id}: the controller did not answer the last report within {:?}; stopping \
+                 anyway",
+                began.elapsed()
+            )),
         }
     }
 
