@@ -18,7 +18,8 @@ pub enum Supervisor {
     Unrecorded,
     /// A system call failed before the command was started, or the pidfile
     /// could not be written once it was (the command was then ended, and
-    /// nothing is reported).
+    /// nothing is reported). With --log-pipe: the log could not be opened,
+    /// or standard input could not be read.
     System,
 }
 

@@ -209,6 +209,21 @@ pub(crate) fn install(signals: &[Signal]) -> Result<SignalPipe> {
     Ok(SignalPipe { read })
 }
 
+/// Ignores `signals` (`SIG_IGN`) for the rest of the process's life.
+///
+/// # Errors
+///
+/// `sigaction` fails.
+pub(crate) fn ignore(signals: &[Signal]) -> Result<()> {
+    let action = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for &signal in signals {
+        // SAFETY: SIG_IGN runs no code of ours in a signal context.
+        unsafe { sigaction(signal, &action) }
+            .map_err(|errno| Error::sys(format!("ignore {signal}"), errno))?;
+    }
+    Ok(())
+}
+
 fn errno_of(err: &io::Error) -> Errno {
     Errno::from_raw(err.raw_os_error().unwrap_or(0))
 }

@@ -35,7 +35,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::event::Level;
+use super::event::{self, Level};
 use super::{Shared, MAX_LINE};
 
 /// The longest an unfinished line is held before it is written as a piece.
@@ -131,15 +131,13 @@ impl Copier {
     /// The read end cannot be made non-blocking, or the thread cannot be
     /// started.
     pub(crate) fn spawn(name: &str, source: OwnedFd, sink: Arc<Shared>) -> io::Result<Copier> {
-        let flags = fcntl(&source, FcntlArg::F_GETFL).map_err(io::Error::from)?;
-        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
-        fcntl(&source, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+        set_nonblocking(&source)?;
         let (tx, done) = mpsc::channel::<()>();
         thread::Builder::new()
             .name(name.into())
             .stack_size(STACK)
             .spawn(move || {
-                copy(File::from(source), &sink);
+                copy(File::from(source), &sink, false);
                 drop(tx);
             })?;
         Ok(Copier { done })
@@ -155,26 +153,57 @@ impl Copier {
     }
 }
 
+/// Copies `source`, the read end of a pipe that nothing else reads, into
+/// `sink` on this thread until end of file, each line stamped with the
+/// time it was read when `stamped` (`event::stamp`): the loop of a piped
+/// logger (`pm-supervisor --log-pipe`).
+///
+/// # Errors
+///
+/// The read end cannot be made non-blocking.
+pub(crate) fn run(source: OwnedFd, sink: &Shared, stamped: bool) -> io::Result<()> {
+    set_nonblocking(&source)?;
+    copy(File::from(source), sink, stamped);
+    Ok(())
+}
+
+/// Makes reads of `fd` non-blocking.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(())
+}
+
 /// The copier's loop: until end of file (every writer has closed the
-/// pipe) or a read error.
-fn copy(mut pipe: File, sink: &Shared) {
+/// pipe) or a read error; lines are stamped when `stamped`.
+fn copy(mut pipe: File, sink: &Shared, stamped: bool) {
     let mut lines = Lines::default();
-    let write = |bytes: &[u8]| sink.append(bytes);
+    let mut stamps = Vec::new();
+    let mut write = |bytes: &[u8]| {
+        if stamped {
+            stamps.clear();
+            event::stamp(bytes, &mut stamps);
+            sink.append(&stamps);
+        } else {
+            sink.append(bytes);
+        }
+    };
     // The buffer is allocated by the first read: a command that never
     // writes never costs it.
     wait_readable(&pipe, None);
     loop {
         match pipe.read(lines.space()) {
             Ok(0) => break,
-            Ok(n) => lines.filled(n, Instant::now(), write),
+            Ok(n) => lines.filled(n, Instant::now(), &mut write),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if !wait_readable(&pipe, lines.deadline()) {
-                    lines.flush(write);
+                    lines.flush(&mut write);
                 }
             }
             Err(e) => {
-                lines.flush(write);
+                lines.flush(&mut write);
                 sink.event(
                     Level::Error,
                     format_args!("Unable to read the command's output: {e}; no more is logged"),
@@ -183,7 +212,7 @@ fn copy(mut pipe: File, sink: &Shared) {
             }
         }
     }
-    lines.flush(write);
+    lines.flush(&mut write);
 }
 
 /// Blocks until `pipe` is readable (or hung up): true; or until

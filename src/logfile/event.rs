@@ -1,6 +1,8 @@
 //! Event lines: `RFC3339-timestamp LEVEL message`, the one format of the
 //! lines a program writes about itself into a log (the supervisor's lines
-//! in an instance log, the heart's event log).
+//! in an instance log, the heart's event log); and [`stamp`], which puts
+//! the same timestamp before lines that another program wrote (the
+//! managed Apache's logs), so that every log can be read from a time.
 
 use std::fmt;
 use std::io::Write;
@@ -54,9 +56,51 @@ pub(crate) fn line(level: Level, message: fmt::Arguments<'_>) -> Vec<u8> {
     buf
 }
 
+/// Appends `lines` (whole lines, each ended by a newline) to `out`, each
+/// after the time now and a space. A line that would then be longer than
+/// [`MAX_LINE`] is cut into pieces that are not, each stamped and ended
+/// with a newline of its own.
+pub(crate) fn stamp(lines: &[u8], out: &mut Vec<u8>) {
+    let mut prefix = Vec::with_capacity(32);
+    let _ = write!(prefix, "{} ", Timestamp(SystemTime::now()));
+    let room = MAX_LINE - prefix.len() - 1;
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        let mut pieces = body.chunks(room).peekable();
+        if pieces.peek().is_none() {
+            out.extend_from_slice(&prefix);
+            out.push(b'\n');
+        }
+        for piece in pieces {
+            out.extend_from_slice(&prefix);
+            out.extend_from_slice(piece);
+            out.push(b'\n');
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamped_lines_stay_lines_within_the_bound() {
+        let mut out = Vec::new();
+        stamp(b"GET / 200\n\nlast", &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].ends_with("Z GET / 200"), "{text}");
+        assert!(crate::rfc3339::parse(lines[1].trim_end()).is_ok(), "{text}");
+        assert!(lines[2].ends_with("Z last"), "{text}");
+        let mut long = vec![b'x'; MAX_LINE];
+        long.push(b'\n');
+        let mut out = Vec::new();
+        stamp(&long, &mut out);
+        let pieces: Vec<&[u8]> = out.split_inclusive(|&b| b == b'\n').collect();
+        assert_eq!(pieces.len(), 2);
+        assert!(pieces.iter().all(|p| p.len() <= MAX_LINE));
+    }
 
     #[test]
     fn an_event_is_one_bounded_line() {

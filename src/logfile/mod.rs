@@ -21,12 +21,17 @@
 //! [`Shared`] puts one [`LogFile`] behind a mutex, so that several threads
 //! (the supervisor's own event lines, the [`copy`] thread that copies the
 //! command's output) write whole lines into one file, interleaved only at
-//! line boundaries, and the size accounting stays exact. A log file has
-//! one writing process: nothing else may append to it while it is open
-//! here, or its size would be counted short.
+//! line boundaries, and the size accounting stays exact. A log opened with
+//! [`LogFile::open`] has one writing process: nothing else may append to
+//! it while it is open here, or its size would be counted short. A log
+//! that several processes append to at once (the piped loggers of the
+//! managed Apache, an old one draining while its successor runs) is opened
+//! with [`LogFile::open_among_writers`]: its writers take turns under a
+//! lock ([`turns`]).
 
 pub(crate) mod copy;
 pub(crate) mod event;
+mod turns;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -114,6 +119,10 @@ pub(crate) struct LogFile {
     /// A regular file: rotated. Anything else is only written to.
     rotates: bool,
     lost: Option<Lost>,
+    /// Other processes may append too: every append takes its turn.
+    among_writers: bool,
+    /// The lock on `file` during an append among writers.
+    turn: Option<turns::Turn>,
 }
 
 /// Opens `path` for appending, creating it with mode 0640.
@@ -145,13 +154,41 @@ impl LogFile {
             limits,
             rotates: meta.file_type().is_file(),
             lost: None,
+            among_writers: false,
+            turn: None,
         })
+    }
+
+    /// Opens `path` like [`LogFile::open`], for a log that other processes
+    /// append to and rotate at the same time, each with its own
+    /// `LogFile` opened this way: every append locks the file, follows a
+    /// rotation another writer made, and takes the size from the file
+    /// (see [`turns`]).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or its size cannot be read.
+    pub(crate) fn open_among_writers(path: &Path, limits: Limits) -> Result<LogFile> {
+        let mut file = LogFile::open(path, limits)?;
+        file.among_writers = file.rotates;
+        Ok(file)
     }
 
     /// Appends `lines`: whole lines, each ended by a newline and at most
     /// [`MAX_LINE`] bytes long. The file is rotated before a line that
     /// would not fit. A failure loses the bytes (see the module header).
     pub(crate) fn append(&mut self, lines: &[u8]) {
+        if self.among_writers {
+            if let Err(reason) = self.take_turn() {
+                self.lose(lines.len(), reason);
+                return;
+            }
+        }
+        self.append_now(lines);
+        self.turn = None;
+    }
+
+    fn append_now(&mut self, lines: &[u8]) {
         if let Some(lost) = self.lost.take() {
             let report = event::line(
                 Level::Warning,
@@ -206,6 +243,9 @@ impl LogFile {
     /// Writes `bytes` to the current file (creating it again if the last
     /// rotation could not).
     fn put(&mut self, bytes: &[u8]) -> std::result::Result<(), String> {
+        if self.file.is_none() && self.among_writers {
+            self.take_turn()?;
+        }
         let file = match &mut self.file {
             Some(file) => file,
             None => {
@@ -269,6 +309,11 @@ impl LogFile {
         let file = open_append(&self.path)
             .map_err(|e| format!("unable to create {}: {e}", self.path.display()))?;
         self.file = Some(file);
+        if self.among_writers {
+            // The new file may already be another writer's: wait for it,
+            // and count what it wrote.
+            self.take_turn()?;
+        }
         Ok(())
     }
 

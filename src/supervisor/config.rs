@@ -28,8 +28,14 @@ pub(crate) struct Args {
     pub help: bool,
     /// `--version`.
     pub version: bool,
-    /// The control file, exactly as given.
+    /// The control file, exactly as given; with `--log-pipe`, the log.
     pub control: Option<OsString>,
+    /// `--log-pipe`: be a piped logger of the log file `control`.
+    pub log_pipe: bool,
+    /// `--max-size SIZE` of a piped logger.
+    pub max_size: Option<LogSize>,
+    /// `--keep N` of a piped logger.
+    pub keep: Option<LogKeep>,
 }
 
 /// Parses the arguments after the program name.
@@ -48,11 +54,28 @@ pub(crate) fn parse_args(
             Long("detach") => out.detach = true,
             Short('h') | Long("help") => out.help = true,
             Long("version") => out.version = true,
+            Long("log-pipe") => out.log_pipe = true,
+            Long("max-size") => {
+                let text = parser.value()?.string()?;
+                out.max_size = Some(text.parse().map_err(|e| bad_value("--max-size", e))?);
+            }
+            Long("keep") => {
+                let text = parser.value()?.string()?;
+                out.keep = Some(text.parse().map_err(|e| bad_value("--keep", e))?);
+            }
             Value(v) if out.control.is_none() => out.control = Some(v),
             _ => return Err(arg.unexpected()),
         }
     }
     Ok(out)
+}
+
+/// A bad option value, as lexopt reports one.
+fn bad_value(option: &str, error: impl std::error::Error + Send + Sync + 'static) -> lexopt::Error {
+    lexopt::Error::ParsingFailed {
+        value: option.to_string(),
+        error: Box::new(error),
+    }
 }
 
 /// The validated control file.
@@ -221,6 +244,13 @@ mod tests {
         assert!(parse_args(["/a", "/b"]).is_err());
         assert!(parse_args(["--bogus"]).is_err());
         assert!(parse_args(["--help"]).unwrap().help);
+        let args = parse_args(["--log-pipe", "--max-size", "1M", "--keep", "3", "/l"]).unwrap();
+        assert!(args.log_pipe);
+        assert_eq!(args.max_size.map(LogSize::bytes), Some(1 << 20));
+        assert_eq!(args.keep.map(LogKeep::files), Some(3));
+        let err = parse_args(["--log-pipe", "--max-size", "1K", "/l"]).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+        assert!(parse_args(["--keep", "x"]).is_err());
     }
 
     #[test]

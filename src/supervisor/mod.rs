@@ -30,6 +30,9 @@
 //! under the lock, and only then reaps. So no signal is ever sent to a
 //! recycled pid.
 //!
+//! With `--log-pipe` it is a piped logger instead ([`pipe`]): one thread
+//! that copies standard input into a log.
+//!
 //! Threads: the main thread; `signal-forwarder` and `output-copier`, never
 //! joined: the forwarder blocks on the self-pipe until the process exits,
 //! and the copier ends by itself at the end of the pipe, which the main
@@ -37,6 +40,7 @@
 
 mod config;
 mod log;
+mod pipe;
 mod relay;
 mod report;
 
@@ -72,6 +76,7 @@ const PROG: &str = "pm-supervisor";
 /// The usage text, identical to the man page SYNOPSIS.
 const USAGE: &str = "\
 usage: pm-supervisor [--detach] CONTROL_FILE
+       pm-supervisor --log-pipe [--max-size SIZE] [--keep N] FILE
        pm-supervisor --help | --version
 
 Runs the command described by the JSON control file CONTROL_FILE, forwards
@@ -80,8 +85,15 @@ Signal 50 queued with sigqueue(3) and a value of HUP, INT, QUIT, USR1,
 USR2, TERM or WINCH (1, 2, 3, 10, 12, 15, 28) sends that signal to the
 command's process group (the forward channel).
 
+With --log-pipe, copies standard input into the log FILE by whole lines,
+each stamped with the time, rotated at SIZE (default 10M) keeping N old
+files (default 5), until the end of the input (a piped logger).
+
 options:
   --detach    start the supervisor in a new session and exit at once
+  --log-pipe  be a piped logger of FILE
+  --max-size SIZE  with --log-pipe: the largest size of each file (64K-1024G)
+  --keep N    with --log-pipe: how many rotated files are kept (0-100)
   --help      print this help and exit
   --version   print the version and exit
 
@@ -120,6 +132,23 @@ pub fn main() -> ExitCode {
     if args.version {
         let _ = cli::print(concat!("pm-supervisor ", env!("CARGO_PKG_VERSION"), "\n"));
         return Code::Success.into();
+    }
+    if args.log_pipe {
+        let Some(file) = args.control else {
+            cli::fatal(PROG, "unable to run: no log file given; try --help");
+            return Code::NoControlFile.into();
+        };
+        return match pipe::run(Path::new(&file), args.max_size, args.keep) {
+            Ok(()) => Code::Success.into(),
+            Err(err) => {
+                cli::fatal(PROG, err);
+                Code::System.into()
+            }
+        };
+    }
+    if args.max_size.is_some() || args.keep.is_some() {
+        cli::fatal(PROG, "--max-size and --keep go with --log-pipe; try --help");
+        return Code::NoControlFile.into();
     }
     let Some(control) = args.control else {
         cli::fatal(PROG, "unable to run: no control file given; try --help");
