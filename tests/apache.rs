@@ -20,12 +20,12 @@ use crate::util::http;
 use crate::util::ports::BLOCK;
 use crate::util::{alive, wait_until, Dir, TestHeart, SUPERVISOR};
 
-const T: Duration = Duration::from_secs(30);
+pub(crate) const T: Duration = Duration::from_secs(30);
 
 /// The options of a heart for Apache instances: a check every 0.5 s, the
 /// supervisor given by path, and all ports of the block but the last two
 /// (for the test).
-fn apache_options(heart: &mut TestHeart) -> &mut TestHeart {
+pub(crate) fn apache_options(heart: &mut TestHeart) -> &mut TestHeart {
     heart
         .args(&["--check-interval", "0.5", "--supervisor", SUPERVISOR])
         .ports(BLOCK - 2)
@@ -33,7 +33,7 @@ fn apache_options(heart: &mut TestHeart) -> &mut TestHeart {
 
 /// A running heart for Apache instances, its scratch directory named
 /// after `name`.
-fn apache_heart(name: &str) -> TestHeart {
+pub(crate) fn apache_heart(name: &str) -> TestHeart {
     let mut heart = TestHeart::new(name);
     apache_options(&mut heart).spawn();
     heart
@@ -43,7 +43,7 @@ fn read_pid(path: &Path) -> Option<i32> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn php_version(heart: &TestHeart) -> String {
+pub(crate) fn php_version(heart: &TestHeart) -> String {
     let answer = heart.call("GET", "/runtimes", None);
     assert_eq!(answer.status, 200, "{answer:?}");
     answer.json()["php"][0]
@@ -52,13 +52,13 @@ fn php_version(heart: &TestHeart) -> String {
         .to_string()
 }
 
-fn php(id: &str, source: &Path, version: &str, environment: Value) -> Value {
+pub(crate) fn php(id: &str, source: &Path, version: &str, environment: Value) -> Value {
     let mut body = instance(id, source, json!({"name": "php", "version": version}));
     body["environment"] = environment;
     body
 }
 
-fn site(id: &str, source: &Path, parameters: Value) -> Value {
+pub(crate) fn site(id: &str, source: &Path, parameters: Value) -> Value {
     instance(
         id,
         source,
@@ -66,24 +66,24 @@ fn site(id: &str, source: &Path, parameters: Value) -> Value {
     )
 }
 
-fn port_of(view: &Value) -> u16 {
+pub(crate) fn port_of(view: &Value) -> u16 {
     view["port"].as_u64().unwrap() as u16
 }
 
 /// `GET path` on 127.0.0.1:port: `(status, body)`, or `None` when nothing
 /// answers.
-fn fetch(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn fetch(port: u16, path: &str) -> Option<(u16, String)> {
     http::get(port, path).map(|answer| (answer.status, answer.body))
 }
 
-fn body_of(port: u16, path: &str) -> String {
+pub(crate) fn body_of(port: u16, path: &str) -> String {
     match fetch(port, path) {
         Some((200, body)) => body,
         other => panic!("GET {path} on port {port}: {other:?}"),
     }
 }
 
-fn php_app(dir: &Dir) -> PathBuf {
+pub(crate) fn php_app(dir: &Dir) -> PathBuf {
     dir.write("app/index.php", "<?php echo 'php says ' . 'hello';\n");
     dir.write(
         "app/environ.php",
@@ -93,7 +93,7 @@ fn php_app(dir: &Dir) -> PathBuf {
     dir.join("app")
 }
 
-fn static_site(dir: &Dir) -> PathBuf {
+pub(crate) fn static_site(dir: &Dir) -> PathBuf {
     dir.write("site/index.html", "<h1>static index</h1>\n");
     dir.write("site/page.html", "<p>a static page</p>\n");
     dir.write("site/code.php", "<?php echo 'EXEC' . 'UTED';\n");
@@ -111,7 +111,7 @@ fn php_and_static(heart: &TestHeart) -> (String, PathBuf, PathBuf) {
 }
 
 /// The managed Apache's server root in the heart's data directory.
-fn apache_dir(heart: &TestHeart) -> PathBuf {
+pub(crate) fn apache_dir(heart: &TestHeart) -> PathBuf {
     heart.data().join("runtimes/apache")
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests: every test runs the real binaries.
 
+mod access_logs;
 mod apache;
 mod client;
 mod crash;
@@ -10,6 +11,7 @@ mod hostile;
 mod http;
 mod isolate;
 mod lifecycle;
+mod log_limits;
 mod logs;
 mod observe;
 mod plugins;

@@ -15,8 +15,8 @@
 //! | `PATCH /instances/ID` | 200 the updated instance; 400 malformed or unknown field; 404; 422 version or parameters invalid |
 //! | `PUT /instances/ID/source` | `{"source", "manifest"?}`: redeploy in place, answered like a start; 404; 422 bad source or manifest |
 //! | `DELETE /instances/ID` | 200 the instance (`DEREGISTERED`, then gone); 404; 409 `STARTING` or `RUNNING` |
-//! | `GET /instances/ID/log[?tail=N\|?since=T]` | 200 text/plain (the whole log up to its last MiB, or its last N lines, or its lines since T); 404 |
-//! | `GET /instances/ID/log?follow=1[&tail=N\|&since=T]` | 200 text/plain, streamed (chunked) as lines are written, until the client closes or the instance is deregistered; 404 |
+//! | `GET /instances/ID/log[?tail=N\|?since=T][&stream=access]` | 200 text/plain (the whole log up to its last MiB, or its last N lines, or its lines since T; with `stream=access` the access log of a php or static instance); 400 another stream; 404 |
+//! | `GET /instances/ID/log?follow=1[&tail=N\|&since=T][&stream=access]` | 200 text/plain, streamed (chunked) as lines are written, until the client closes or the instance is deregistered; 404 |
 //! | `GET /events[?tail=N\|?since=T][&follow=1]` | 200 text/plain: the heart's event log, streamed with `follow=1` |
 //! | `GET /metrics` | 200 the Prometheus text format |
 //! | `POST /uploads` | 201 `{"upload": ID, "sha256": ..., "size": N}` (gzip body, streamed to disk, at most `--max-source-size`); 413 too large; 422 not gzip |
@@ -409,7 +409,12 @@ fn dispatch(
         }
         (Get, ["instances", id, "log"]) => {
             let id = &parse_id(id)?;
-            Ok(Reply::Text(node.log_from(id, follow::start_param(query)?)?))
+            let stream = follow::stream_param(query)?;
+            Ok(Reply::Text(node.log_from(
+                id,
+                stream,
+                follow::start_param(query)?,
+            )?))
         }
         (Get | Post, ["instance", "exit", id, key, code]) => {
             let id = &id

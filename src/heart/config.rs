@@ -19,6 +19,8 @@
 //! | `--max-source-size BYTES` | `max_source_size` | `1G` |
 //! | `--run-as USER` | `run_as` | none |
 //! | `--allow-root-apps` | `allow_root_apps` | false |
+//! | `--log-max-size SIZE` | `log_max_size` (bytes, or a string with K, M or G) | `10M` |
+//! | `--log-keep N` | `log_keep` | 5 |
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -29,7 +31,8 @@ use serde::Deserialize;
 
 use super::layout::DEFAULT_DATA_DIR;
 use crate::error::{Error, Result};
-use crate::protocol::Bytes;
+use crate::protocol::log_limits;
+use crate::protocol::{Bytes, LogKeep, LogLimits, LogSize};
 
 /// The usage text of `pm-heart serve`, identical to the man page SYNOPSIS.
 pub(crate) const USAGE: &str = "\
@@ -39,6 +42,7 @@ usage: pm-heart serve [--config FILE] [--listen ADDR] [--data-dir DIR]
                       [--plugin-dir DIR]... [--supervisor PATH]
                       [--max-source-size BYTES]
                       [--run-as USER] [--allow-root-apps]
+                      [--log-max-size SIZE] [--log-keep N]
        pm-heart serve --help | --version
 
 Runs the node agent: an HTTP API on ADDR (default 127.0.0.1:42500) that
@@ -109,6 +113,8 @@ pub(crate) struct Args {
     pub max_source_size: Option<String>,
     pub run_as: Option<String>,
     pub allow_root_apps: bool,
+    pub log_max_size: Option<String>,
+    pub log_keep: Option<String>,
 }
 
 /// Parses the arguments that follow `serve`.
@@ -139,6 +145,8 @@ pub(crate) fn parse_args(
             Long("max-source-size") => out.max_source_size = Some(parser.value()?.string()?),
             Long("run-as") => out.run_as = Some(parser.value()?.string()?),
             Long("allow-root-apps") => out.allow_root_apps = true,
+            Long("log-max-size") => out.log_max_size = Some(parser.value()?.string()?),
+            Long("log-keep") => out.log_keep = Some(parser.value()?.string()?),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -170,6 +178,10 @@ struct FileConfig {
     max_source_size: Option<serde_json::Value>,
     run_as: Option<String>,
     allow_root_apps: Option<bool>,
+    #[serde(default, deserialize_with = "log_limits::optional_size")]
+    log_max_size: Option<LogSize>,
+    #[serde(default, deserialize_with = "log_limits::optional_keep")]
+    log_keep: Option<LogKeep>,
 }
 
 /// The resolved settings of the agent.
@@ -200,6 +212,9 @@ pub(crate) struct Config {
     pub run_as: Option<String>,
     /// Instances may run as root (the behaviour before users existed).
     pub allow_root_apps: bool,
+    /// The limits of every log of the node (instance logs, the managed
+    /// Apache's, the heart's event log) unless an instance has its own.
+    pub log_limits: LogLimits,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr> {
@@ -287,6 +302,20 @@ pub(crate) fn resolve(args: Args) -> Result<Config> {
             }
         },
     };
+    let log_max_size = match args.log_max_size {
+        Some(text) => Some(
+            text.parse::<LogSize>()
+                .map_err(|e| Error::Usage(format!("invalid --log-max-size: {e}")))?,
+        ),
+        None => file.log_max_size,
+    };
+    let log_keep = match args.log_keep {
+        Some(text) => Some(
+            text.parse::<LogKeep>()
+                .map_err(|e| Error::Usage(format!("invalid --log-keep: {e}")))?,
+        ),
+        None => file.log_keep,
+    };
     Ok(Config {
         listen,
         data_dir: args
@@ -306,6 +335,7 @@ pub(crate) fn resolve(args: Args) -> Result<Config> {
         max_source_size,
         run_as: args.run_as.or(file.run_as),
         allow_root_apps: args.allow_root_apps || file.allow_root_apps.unwrap_or(false),
+        log_limits: LogLimits::default().overridden(log_max_size, log_keep),
     })
 }
 
@@ -327,6 +357,7 @@ mod tests {
         );
         assert_eq!(config.check_interval, Duration::from_secs(10));
         assert!(!config.stop_on_exit);
+        assert_eq!(config.log_limits, LogLimits::default());
     }
 
     #[test]
@@ -338,7 +369,7 @@ mod tests {
             &file,
             r#"{"listen": "127.0.0.1:1", "ports": "5000-5009", "check_interval": 2,
                 "plugin_dir": "/p", "stop_on_exit": true, "run_as": "www",
-                "allow_root_apps": true}"#,
+                "allow_root_apps": true, "log_max_size": "1M", "log_keep": 2}"#,
         )
         .unwrap();
         let args = parse_args([
@@ -362,6 +393,8 @@ mod tests {
         assert!(config.stop_on_exit);
         assert_eq!(config.run_as.as_deref(), Some("www"));
         assert!(config.allow_root_apps);
+        assert_eq!(config.log_limits.max_size.bytes(), 1 << 20);
+        assert_eq!(config.log_limits.keep.files(), 2);
 
         std::fs::write(&file, r#"{"listen": "127.0.0.1:1", "colour": "red"}"#).unwrap();
         let args = parse_args(["--config".into(), file.clone().into_os_string()]).unwrap();
@@ -387,6 +420,8 @@ mod tests {
             ["--ports", "0-5"],
             ["--listen", "nowhere"],
             ["--check-interval", "soon"],
+            ["--log-max-size", "1K"],
+            ["--log-keep", "101"],
         ] {
             let err = resolve(parse_args(args).unwrap()).unwrap_err();
             assert!(matches!(err, Error::Usage(_)), "{args:?}: {err}");

@@ -4,11 +4,12 @@
 //! health check failed, stopped, deregistered, reconciled, shutting down;
 //! also written to stderr when stderr is a terminal.
 //!
-//! The file is a [`LogFile`] rotated by size like the instance logs:
-//! before a line that would take it past [`MAX_SIZE`], `heart.log.4`
-//! becomes `heart.log.5`, and so on down to `heart.log` becoming
-//! `heart.log.1`; so it never holds more than [`KEEP`] + 1 files of at
-//! most [`MAX_SIZE`] bytes, and no line is split between two files.
+//! The file is a [`LogFile`] rotated by size like the instance logs, with
+//! the node's `log_max_size` and `log_keep` (10 MiB and 5 by default):
+//! before a line that would take it past the size, `heart.log.4` becomes
+//! `heart.log.5`, and so on down to `heart.log` becoming `heart.log.1`;
+//! so it never holds more than `log_keep` + 1 files of at most
+//! `log_max_size` bytes, and no line is split between two files.
 //!
 //! Writing never fails to the caller: the heart must not stop because its
 //! log cannot be written (`LogFile` counts what was lost and says so in
@@ -23,12 +24,7 @@ use crate::cli;
 use crate::heart::PROG;
 pub(crate) use crate::logfile::event::Level;
 use crate::logfile::{event, Limits, LogFile, Shared};
-
-/// The largest size of `heart.log` and of each rotated file.
-pub(crate) const MAX_SIZE: u64 = 10 << 20;
-
-/// How many rotated files (`heart.log.1` .. `heart.log.5`) are kept.
-pub(crate) const KEEP: u32 = 5;
+use crate::protocol::LogLimits;
 
 /// The event log.
 #[derive(Debug)]
@@ -39,12 +35,12 @@ pub(crate) struct Events {
 }
 
 impl Events {
-    /// The event log at `path`, rotated at [`MAX_SIZE`] keeping [`KEEP`]
-    /// files; lines go to stderr too when it is a terminal.
-    pub(crate) fn new(path: PathBuf) -> Events {
+    /// The event log at `path`, rotated within `limits`; lines go to
+    /// stderr too when it is a terminal.
+    pub(crate) fn new(path: PathBuf, limits: LogLimits) -> Events {
         Events::with_limits(
             path,
-            Limits::new(MAX_SIZE, KEEP),
+            Limits::new(limits.max_size.bytes(), limits.keep.files()),
             std::io::stderr().is_terminal(),
         )
     }

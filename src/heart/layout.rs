@@ -16,9 +16,13 @@
 //!   supervisor/               0700  ID.json (control file, 0600), ID.pid,
 //!                                   ID.start, ID.exited
 //!   logs/ID.log               0640  each instance's log: the heart's, its
-//!                                   group the instance user's group
+//!                                   group the instance user's group; with
+//!                                   ID.log.1 .. ID.log.N rotated
+//!   logs/ID.access.log        0640  the access log of a php or static
+//!                                   instance (the managed Apache's), rotated
+//!                                   the same way
 //!   heart.log                 0640  the heart's event log (`events`), with
-//!                                   heart.log.1 .. heart.log.5 rotated
+//!                                   heart.log.1 .. heart.log.N rotated
 //!   runtimes/                 0755  for runtimes that manage a daemon
 //!   uploads/ID.tar.gz         0700  sources uploaded (POST /uploads) or
 //!                                   downloaded for a register
@@ -38,6 +42,18 @@ use crate::protocol::{exited, InstanceId};
 /// The data directory when neither `--data-dir` nor the config file
 /// names one.
 pub(crate) const DEFAULT_DATA_DIR: &str = "./pm-data";
+
+/// Which of an instance's logs: its log (the supervisor's lines and the
+/// application's output, or Apache's error log), or the access log of an
+/// instance served by the managed Apache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum LogStream {
+    /// `logs/ID.log`.
+    #[default]
+    Main,
+    /// `logs/ID.access.log`.
+    Access,
+}
 
 /// Where everything lives in one data directory.
 #[derive(Debug, Clone)]
@@ -163,6 +179,20 @@ impl Layout {
         self.logs().join(format!("{id}.log"))
     }
 
+    /// `logs/ID.access.log`: the access log of an instance served by the
+    /// managed Apache.
+    pub(crate) fn access_log(&self, id: &InstanceId) -> PathBuf {
+        self.logs().join(format!("{id}.access.log"))
+    }
+
+    /// The file of `stream` of `id`'s logs.
+    pub(crate) fn log_of(&self, id: &InstanceId, stream: LogStream) -> PathBuf {
+        match stream {
+            LogStream::Main => self.log(id),
+            LogStream::Access => self.access_log(id),
+        }
+    }
+
     /// `heart.log`, the heart's event log.
     pub(crate) fn events(&self) -> PathBuf {
         self.root.join("heart.log")
@@ -205,6 +235,10 @@ mod tests {
         let id: InstanceId = "web-1".parse().unwrap();
         assert_eq!(layout.exited(&id), layout.supervisor().join("web-1.exited"));
         assert_eq!(layout.log(&id), layout.logs().join("web-1.log"));
+        assert_eq!(
+            layout.log_of(&id, LogStream::Access),
+            layout.logs().join("web-1.access.log")
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

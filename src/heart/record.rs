@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::process::Identity;
 use crate::protocol::{
     Application, Desired, Environment, HealthCheck, InstanceId, InstanceView, LastExit, Limits,
-    Parameters, Restart, RuntimeSpec, Seconds, State,
+    LogKeep, LogLimits, LogSize, Parameters, Restart, RuntimeSpec, Seconds, State,
 };
 use crate::rfc3339::Timestamp;
 
@@ -124,6 +124,12 @@ pub(crate) struct Record {
     /// How its process last ended.
     #[serde(default)]
     pub last_exit: Option<Exit>,
+    /// Its own largest size of each log file (`None`: the node's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_size: Option<LogSize>,
+    /// Its own number of rotated log files kept (`None`: the node's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_keep: Option<LogKeep>,
 }
 
 /// How an instance's process ended.
@@ -188,7 +194,14 @@ impl Record {
             }),
             health: None,
             health_check: self.health_check.clone(),
+            log_max_size: self.log_max_size,
+            log_keep: self.log_keep,
         }
+    }
+
+    /// The limits of its logs: its own, else the node's (`node`).
+    pub(crate) fn log_limits(&self, node: LogLimits) -> LogLimits {
+        node.overridden(self.log_max_size, self.log_keep)
     }
 }
 

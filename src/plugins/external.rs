@@ -472,6 +472,7 @@ mod tests {
                 .cloned()
                 .unwrap_or_default(),
             environment: [("PORT".to_string(), "4000".to_string())].into(),
+            log_limits: Default::default(),
         }
     }
 

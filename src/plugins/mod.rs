@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use self::params::Timeouts;
 use crate::error::{Error, Result};
-use crate::protocol::{Environment, Parameters, PluginInstance, Seconds};
+use crate::protocol::{Environment, LogLimits, Parameters, PluginInstance, Seconds};
 
 /// A supervised command, ready for `pm-supervisor`.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +94,9 @@ pub(crate) struct Context {
     /// The heart's base URL (`http://127.0.0.1:PORT`), for the exit reports
     /// of supervisors a runtime starts itself; `None` outside the heart.
     pub heart_url: Option<String>,
+    /// The node's log limits, for the logs of a managed daemon itself
+    /// (an instance's own are in `PluginInstance::log_limits`).
+    pub log_limits: LogLimits,
 }
 
 /// One runtime: built in, or an external plugin.

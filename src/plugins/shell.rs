@@ -75,6 +75,7 @@ mod tests {
             version: "1".into(),
             parameters: parameters.as_object().unwrap().clone(),
             environment: Environment::new(),
+            log_limits: Default::default(),
         }
     }
 

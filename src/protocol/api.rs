@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::log_limits::{self, LogKeep, LogSize};
 use super::{Environment, HealthCheck, InstanceId, Limits, Parameters};
 
 /// Life-cycle states of an instance (SPEC §4).
@@ -128,6 +129,21 @@ pub struct Manifest {
     /// How readiness and health are checked; without one, a TCP connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// The largest size of each file of its logs; `None` is the node's.
+    #[serde(
+        default,
+        deserialize_with = "log_limits::optional_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_max_size: Option<LogSize>,
+    /// How many rotated files of each of its logs are kept; `None` is the
+    /// node's.
+    #[serde(
+        default,
+        deserialize_with = "log_limits::optional_keep",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_keep: Option<LogKeep>,
 }
 
 /// The body of `POST /instances`.
@@ -210,6 +226,12 @@ pub struct InstanceView {
     /// The health check it has (`None`: a TCP connect when it has a port).
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// Its own `log_max_size`, as registered (`None`: the node's).
+    #[serde(default)]
+    pub log_max_size: Option<LogSize>,
+    /// Its own `log_keep`, as registered (`None`: the node's).
+    #[serde(default)]
+    pub log_keep: Option<LogKeep>,
 }
 
 /// How an instance's process last ended.
@@ -314,6 +336,20 @@ pub struct UpdateRequest {
     /// A new health check, replacing the old one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// A new largest size of each file of its logs.
+    #[serde(
+        default,
+        deserialize_with = "log_limits::optional_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_max_size: Option<LogSize>,
+    /// A new number of rotated files kept of each of its logs.
+    #[serde(
+        default,
+        deserialize_with = "log_limits::optional_keep",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_keep: Option<LogKeep>,
 }
 
 /// The body of `PUT /instances/ID/source` (redeploy in place).

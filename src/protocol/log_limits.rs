@@ -1,11 +1,13 @@
 //! The limits of a rotated log, parsed once at the edge: [`LogSize`], the
 //! largest size of each file, and [`LogKeep`], how many rotated files are
-//! kept (`log_max_size` and `log_keep` of the control file).
+//! kept (`log_max_size` and `log_keep` of the control file, the heart's
+//! configuration, the register and update requests and the manifest);
+//! [`LogLimits`], the two resolved for one log.
 
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{de, Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::limits::{parse_size, SizeError};
@@ -181,6 +183,68 @@ impl From<LogKeep> for u32 {
     }
 }
 
+/// The limits of one log, resolved: the instance's own, else the node's,
+/// else the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// The largest size of each file.
+    pub max_size: LogSize,
+    /// How many rotated files are kept.
+    pub keep: LogKeep,
+}
+
+impl Default for LogLimits {
+    fn default() -> LogLimits {
+        LogLimits {
+            max_size: LogSize::DEFAULT,
+            keep: LogKeep::DEFAULT,
+        }
+    }
+}
+
+impl LogLimits {
+    /// `max_size` and `keep` where given, else those of `self`.
+    pub fn overridden(self, max_size: Option<LogSize>, keep: Option<LogKeep>) -> LogLimits {
+        LogLimits {
+            max_size: max_size.unwrap_or(self.max_size),
+            keep: keep.unwrap_or(self.keep),
+        }
+    }
+}
+
+/// Deserializes an optional `log_max_size` field, naming the field in the
+/// error.
+///
+/// # Errors
+///
+/// Not a size within the bounds of [`LogSize`].
+pub fn optional_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LogSize>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => LogSize::try_from(value)
+            .map(Some)
+            .map_err(|e| de::Error::custom(format!("log_max_size: {e}"))),
+    }
+}
+
+/// Deserializes an optional `log_keep` field, naming the field in the
+/// error.
+///
+/// # Errors
+///
+/// Not a whole number from 0 to 100.
+pub fn optional_keep<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LogKeep>, D::Error> {
+    let bad = |shown: String| de::Error::custom(format!("log_keep: {}", InvalidLogKeep(shown)));
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(files) => LogKeep::try_from(files).map(Some).map_err(|e| bad(e.0)),
+            None => Err(bad(n.to_string())),
+        },
+        Some(other) => Err(bad(other.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +284,35 @@ mod tests {
             serde_json::to_string(&LogSize::DEFAULT).unwrap(),
             "10485760"
         );
+    }
+
+    #[test]
+    fn optional_fields_name_themselves_in_errors() {
+        #[derive(Debug, Deserialize)]
+        struct Both {
+            #[serde(default, deserialize_with = "optional_size")]
+            log_max_size: Option<LogSize>,
+            #[serde(default, deserialize_with = "optional_keep")]
+            log_keep: Option<LogKeep>,
+        }
+        let both = |json: &str| serde_json::from_str::<Both>(json).map_err(|e| e.to_string());
+        let ok = both(r#"{"log_max_size": "1M", "log_keep": 3}"#).unwrap();
+        assert_eq!(ok.log_max_size.map(LogSize::bytes), Some(1 << 20));
+        assert_eq!(ok.log_keep.map(LogKeep::files), Some(3));
+        let none = both("{}").unwrap();
+        assert!(none.log_max_size.is_none() && none.log_keep.is_none());
+        let err = both(r#"{"log_max_size": "1K"}"#).unwrap_err();
+        assert!(
+            err.starts_with("log_max_size: \"1K\" is out of range"),
+            "{err}"
+        );
+        let err = both(r#"{"log_keep": 101}"#).unwrap_err();
+        assert!(err.starts_with("log_keep: 101 is not a number"), "{err}");
+        let err = both(r#"{"log_keep": "3"}"#).unwrap_err();
+        assert!(err.starts_with("log_keep: \"3\" is not a number"), "{err}");
+        let limits = LogLimits::default().overridden(None, Some(LogKeep(1)));
+        assert_eq!(limits.max_size, LogSize::DEFAULT);
+        assert_eq!(limits.keep.files(), 1);
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub use forward::{ForwardSignal, InvalidSignal, SignalRequest};
 pub use health::{CheckKind, HealthCheck};
 pub use id::{InstanceId, InvalidId, INSTANCE_ID_MAX};
 pub use limits::{Bytes, CpuMax, InvalidLimit, Limits};
-pub use log_limits::{InvalidLogKeep, InvalidLogSize, LogKeep, LogSize};
+pub use log_limits::{InvalidLogKeep, InvalidLogSize, LogKeep, LogLimits, LogSize};
 pub use pacemaker::NodeReport;
 pub use plugin::{
     PluginEnvironment, PluginEnvironmentRequest, PluginInstance, PluginMessage, PluginStart,

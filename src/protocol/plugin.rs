@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Environment, InstanceId, Parameters};
+use super::{Environment, InstanceId, LogLimits, Parameters};
 
 /// The instance as an external runtime plugin sees it (SPEC §2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,10 @@ pub struct PluginInstance {
     pub parameters: Parameters,
     /// The composed environment of the instance.
     pub environment: Environment,
+    /// The limits of its logs, for a runtime that writes them itself (the
+    /// managed Apache); not part of the external plugin protocol.
+    #[serde(skip)]
+    pub log_limits: LogLimits,
 }
 
 /// Answer of the `versions` mode.

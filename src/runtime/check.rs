@@ -233,6 +233,7 @@ fn check_plugin(
     }
     env.insert("PM_INSTANCE_ID".into(), instance_id.to_string());
     let instance = PluginInstance {
+        log_limits: Default::default(),
         instance_id,
         port,
         standalone,
@@ -245,6 +246,7 @@ fn check_plugin(
         data_dir: scratch.0.clone(),
         supervisor: crate::supervise::supervisor_exe(),
         heart_url: None,
+        log_limits: Default::default(),
     };
 
     let mut running = None;

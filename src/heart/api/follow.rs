@@ -13,6 +13,7 @@ use super::{error_reply, parse_id, response_of, route_pattern, tail_param, Rejec
 use crate::error::{Error, Refusal};
 use crate::heart::follow::{Follower, Start, POLL};
 use crate::heart::instance::Node;
+use crate::heart::layout::LogStream;
 use crate::http::{self, percent_decode, Method, Response, StreamWriter};
 use crate::rfc3339;
 
@@ -43,6 +44,28 @@ pub(super) fn start_param(query: &str) -> Result<Option<Start>, Error> {
     Ok(tail_param(query)?.map(Start::Tail))
 }
 
+/// Which log of an instance a request reads: `stream=main` (the default)
+/// or `stream=access`.
+///
+/// # Errors
+///
+/// `BadRequest` for another value.
+pub(super) fn stream_param(query: &str) -> Result<LogStream, Error> {
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("stream=") {
+            return match value {
+                "main" => Ok(LogStream::Main),
+                "access" => Ok(LogStream::Access),
+                _ => Err(Error::refused(
+                    Refusal::BadRequest,
+                    format!("invalid stream {value:?}: expected main or access"),
+                )),
+            };
+        }
+    }
+    Ok(LogStream::Main)
+}
+
 /// The answer to a follow: a refusal, or the stream.
 pub(super) fn respond(node: &Arc<Node>, request: &http::Request) -> Response {
     let segments = request.segments();
@@ -50,7 +73,9 @@ pub(super) fn respond(node: &Arc<Node>, request: &http::Request) -> Response {
     let follower = start_param(request.query()).and_then(|start| {
         let start = start.unwrap_or(Start::End);
         match segments.as_slice() {
-            ["instances", id, "log"] => node.follow_log(&parse_id(id)?, start),
+            ["instances", id, "log"] => {
+                node.follow_log(&parse_id(id)?, stream_param(request.query())?, start)
+            }
             _ => Ok(node.follow_events(start)),
         }
     });

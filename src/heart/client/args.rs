@@ -25,7 +25,7 @@ usage: pm-heart list [CLIENT-OPTIONS]
        pm-heart signal ID SIGNAL [CLIENT-OPTIONS]
        pm-heart update ID [--env KEY=VALUE]... [--unset KEY]... [--restart] [CLIENT-OPTIONS]
        pm-heart deregister ID [CLIENT-OPTIONS]
-       pm-heart log ID [--tail N] [--since TIME] [--follow] [CLIENT-OPTIONS]
+       pm-heart log ID [--access] [--tail N] [--since TIME] [--follow] [CLIENT-OPTIONS]
        pm-heart events [--tail N] [--since TIME] [--follow] [CLIENT-OPTIONS]
        pm-heart runtimes [CLIENT-OPTIONS]
        pm-heart deploy DIR [--id ID | --new | --replace] [CLIENT-OPTIONS]
@@ -106,6 +106,7 @@ struct Raw {
     tail: Option<u64>,
     since: Option<String>,
     follow: bool,
+    access: bool,
     id: Option<String>,
     new: bool,
     replace: bool,
@@ -132,6 +133,8 @@ pub(super) struct Args {
     pub since: Option<String>,
     /// `log --follow`, `events --follow`.
     pub follow: bool,
+    /// `log --access`: the access log of a php or static instance.
+    pub access: bool,
     /// `deploy --id ID`.
     pub id: Option<InstanceId>,
     /// `deploy --new`.
@@ -209,6 +212,7 @@ fn parse_raw(
             Short('f') | Long("follow") if matches!(command, "log" | "events") => {
                 raw.follow = true;
             }
+            Long("access") if command == "log" => raw.access = true,
             Long("tail") if matches!(command, "log" | "events") => {
                 raw.tail = Some(
                     parser
@@ -264,6 +268,7 @@ fn validate(command: &str, raw: Raw, env: Environment) -> Result<Args, Error> {
             None => None,
         },
         follow: raw.follow,
+        access: raw.access,
         id: raw.id.map(instance_id).transpose()?,
         new: raw.new,
         replace: raw.replace,

@@ -313,6 +313,7 @@ mod tests {
             tail: None,
             since: None,
             follow: false,
+            access: false,
             id: None,
             new: false,
             replace: false,

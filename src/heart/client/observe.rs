@@ -3,7 +3,8 @@
 //! (the instance was deregistered, the heart shut down) or the user
 //! presses Ctrl-C (SIGINT ends the client as it ends `tail -f`: by the
 //! signal, status 130 in a shell). `--tail N` starts N lines back,
-//! `--since TIME` at the first line stamped at or after TIME.
+//! `--since TIME` at the first line stamped at or after TIME. `log
+//! --access` reads the access log of a php or static instance instead.
 
 use std::io::Write;
 
@@ -20,6 +21,9 @@ const FOLLOW_TAIL: u64 = 10;
 /// The query of a log or events request.
 fn query(args: &Args) -> String {
     let mut params = Vec::new();
+    if args.access {
+        params.push("stream=access".to_string());
+    }
     if let Some(since) = &args.since {
         params.push(format!("since={}", since.replace('+', "%2B")));
     } else if let Some(n) = args.tail {
@@ -66,6 +70,14 @@ mod tests {
         assert_eq!(query(&args), "");
         let args = parse("log", ["a", "-f"], Environment::default()).unwrap();
         assert_eq!(query(&args), "?tail=10&follow=1");
+        let args = parse(
+            "log",
+            ["a", "--access", "--tail", "3"],
+            Environment::default(),
+        )
+        .unwrap();
+        assert_eq!(query(&args), "?stream=access&tail=3");
+        assert!(parse("events", ["--access"], Environment::default()).is_err());
         let args = parse(
             "events",
             ["--since", "2026-01-01T00:00:00+01:00", "--follow"],

@@ -291,6 +291,8 @@ mod tests {
             last_exit: None,
             health: None,
             health_check: None,
+            log_max_size: None,
+            log_keep: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! Reading logs as they grow: an instance's log (`GET
-//! /instances/ID/log?follow=1`) and the heart's event log (`GET /events`),
+//! Reading logs as they grow: an instance's log or access log (`GET
+//! /instances/ID/log?follow=1[&stream=access]`) and the heart's event log (`GET /events`),
 //! through [`crate::heart::follow::Follower`]. A follow ends when the
 //! instance is deregistered or the heart shuts down (and, in the API,
 //! when the client is gone).
@@ -10,6 +10,7 @@ use super::Node;
 use crate::error::Result;
 use crate::fsutil;
 use crate::heart::follow::{self, Follower, Start};
+use crate::heart::layout::LogStream;
 use crate::protocol::InstanceId;
 
 impl Node {
@@ -19,13 +20,20 @@ impl Node {
     /// # Errors
     ///
     /// `NotFound` when there is no such instance.
-    pub(crate) fn follow_log(self: &Arc<Self>, id: &InstanceId, start: Start) -> Result<Follower> {
+    pub(crate) fn follow_log(
+        self: &Arc<Self>,
+        id: &InstanceId,
+        stream: LogStream,
+        start: Start,
+    ) -> Result<Follower> {
         self.record(id)?;
         let node = Arc::clone(self);
         let watched = id.clone();
-        Ok(Follower::new(self.layout.log(id), start, move || {
-            !node.is_shutting_down() && node.record(&watched).is_ok()
-        }))
+        Ok(Follower::new(
+            self.layout.log_of(id, stream),
+            start,
+            move || !node.is_shutting_down() && node.record(&watched).is_ok(),
+        ))
     }
 
     /// Follows the event log from `start`, until the heart shuts down.
@@ -42,15 +50,20 @@ impl Node {
     /// # Errors
     ///
     /// `NotFound` when there is no such instance.
-    pub(crate) fn log_from(&self, id: &InstanceId, start: Option<Start>) -> Result<String> {
+    pub(crate) fn log_from(
+        &self,
+        id: &InstanceId,
+        stream: LogStream,
+        start: Option<Start>,
+    ) -> Result<String> {
         match start {
-            Some(Start::Tail(n)) => self.log(id, Some(n)),
+            Some(Start::Tail(n)) => self.log(id, stream, Some(n)),
             Some(Start::Since(t)) => {
-                let text = self.log(id, None)?;
+                let text = self.log(id, stream, None)?;
                 let from = follow::offset_in(text.as_bytes(), Start::Since(t));
                 Ok(text[from..].to_string())
             }
-            None | Some(Start::End) => self.log(id, None),
+            None | Some(Start::End) => self.log(id, stream, None),
         }
     }
 

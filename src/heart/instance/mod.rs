@@ -80,7 +80,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::config::Config;
 use super::events::Events;
-use super::layout::Layout;
+use super::layout::{Layout, LogStream};
 use super::pacemaker::Reporter;
 use super::record::Record;
 use super::store::Store;
@@ -194,9 +194,11 @@ impl Node {
             data_dir: layout.root().to_path_buf(),
             supervisor: config.supervisor.clone(),
             heart_url: Some(format!("http://{}", net::loopback_of(listen))),
+            log_limits: config.log_limits,
         };
         let runtimes = runtime_versions(&registry);
         let layout_events = layout.events();
+        let log_limits = config.log_limits;
         let node_name = config.node_name.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
                 .ok()
@@ -232,7 +234,7 @@ impl Node {
             resume_queue: Mutex::new(Vec::new()),
             resume_thread: Mutex::new(None),
             isolation,
-            events: Events::new(layout_events),
+            events: Events::new(layout_events, log_limits),
             checks: health::Checks::default(),
             stats: metrics::Stats::default(),
         }
@@ -446,15 +448,24 @@ impl Node {
         runtime_versions(&self.registry)
     }
 
-    /// The log of instance `id` (up to its last MiB), or its last `lines`
-    /// lines.
+    /// The log `stream` of instance `id` (up to its last MiB), or its last
+    /// `lines` lines.
     ///
     /// # Errors
     ///
     /// `NotFound` when there is no such instance.
-    pub(crate) fn log(&self, id: &InstanceId, lines: Option<usize>) -> Result<String> {
+    pub(crate) fn log(
+        &self,
+        id: &InstanceId,
+        stream: LogStream,
+        lines: Option<usize>,
+    ) -> Result<String> {
         self.record(id)?;
-        Ok(fsutil::tail(&self.layout.log(id), LOG_MAX, lines))
+        Ok(fsutil::tail(
+            &self.layout.log_of(id, stream),
+            LOG_MAX,
+            lines,
+        ))
     }
 
     /// The last `lines` lines of the log of `id`, quoted in messages.
@@ -472,6 +483,7 @@ impl Node {
             version: rec.runtime.version.clone(),
             parameters: rec.runtime.parameters.clone(),
             environment: rec.environment.clone(),
+            log_limits: rec.log_limits(self.config.log_limits),
         }
     }
 
@@ -607,5 +619,7 @@ fn test_record(restart: crate::protocol::Restart) -> Record {
         app: None,
         restarts: 0,
         last_exit: None,
+        log_max_size: None,
+        log_keep: None,
     }
 }

@@ -99,6 +99,8 @@ impl Node {
                 app: None,
                 restarts: 0,
                 last_exit: None,
+                log_max_size: manifest.log_max_size,
+                log_keep: manifest.log_keep,
             },
             |held| {
                 if standalone {

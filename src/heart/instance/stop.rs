@@ -167,6 +167,7 @@ impl Node {
         }
         // The log's rotated files (`ID.log.1` ..) too.
         let _ = crate::logfile::remove_all(&self.layout.log(id));
+        let _ = crate::logfile::remove_all(&self.layout.access_log(id));
         self.remove(id)?;
         let mut view = rec.view();
         view.state = State::Deregistered;

@@ -1,6 +1,7 @@
 //! Changing a registered instance without registering it again:
 //! `PATCH /instances/ID` (environment, runtime version and parameters,
-//! restart policy, startup commands), and the redeploy in place,
+//! restart policy, startup commands, user, limits, health check, log
+//! limits), and the redeploy in place,
 //! `PUT /instances/ID/source` (a new copy of the source, and optionally a
 //! new manifest, then a restart on the same port).
 //!
@@ -53,6 +54,12 @@ fn apply(rec: &mut Record, req: &UpdateRequest) {
     }
     if let Some(limits) = req.limits {
         rec.limits = limits;
+    }
+    if let Some(size) = req.log_max_size {
+        rec.log_max_size = Some(size);
+    }
+    if let Some(keep) = req.log_keep {
+        rec.log_keep = Some(keep);
     }
 }
 
@@ -112,6 +119,8 @@ impl Node {
             rec.health_check = changed.health_check;
             rec.user = changed.user;
             rec.limits = changed.limits;
+            rec.log_max_size = changed.log_max_size;
+            rec.log_keep = changed.log_keep;
             Ok(rec.view())
         })
     }
@@ -186,6 +195,8 @@ impl Node {
                 rec.environment.clone_from(&manifest.environment);
                 rec.restart = manifest.restart;
                 rec.health_check.clone_from(&manifest.health_check);
+                rec.log_max_size = manifest.log_max_size;
+                rec.log_keep = manifest.log_keep;
                 rec.startup_timeout = Some(timeout);
             }
             Ok(())
@@ -211,10 +222,12 @@ mod tests {
         let req: UpdateRequest = serde_json::from_str(
             r#"{"environment": {"NEW": "2", "GONE": null},
                 "runtime": {"parameters": {"stop_timeout": 3}},
-                "restart": "always"}"#,
+                "restart": "always", "log_keep": 2}"#,
         )
         .unwrap();
         apply(&mut rec, &req);
+        assert_eq!(rec.log_keep.map(crate::protocol::LogKeep::files), Some(2));
+        assert_eq!(rec.log_max_size, None);
         assert_eq!(rec.environment.get("KEEP").map(String::as_str), Some("1"));
         assert_eq!(rec.environment.get("NEW").map(String::as_str), Some("2"));
         assert!(!rec.environment.contains_key("GONE"));

@@ -7,6 +7,7 @@ use nix::unistd::{Group, Uid, User};
 
 use super::install::{Install, OPTIONAL_MODULES, REQUIRED_MODULES};
 use super::layout::Layout;
+use super::loggers::{Loggers, ACCESS_FORMAT, ACCESS_FORMAT_TEXT};
 use super::{Flavor, KEEP_PORT_VAR};
 use crate::error::{Error, Result};
 use crate::protocol::PluginInstance;
@@ -85,10 +86,10 @@ pub(super) fn main_config(
         "Mutex {} default\n",
         quote("data directory", &format!("file:{mutex_dir}"))?
     ));
-    c.push_str(&format!(
-        "ErrorLog {}\nLogLevel warn\n",
-        quote_path("data directory", &layout.log)?
-    ));
+    // Apache's own messages go to its standard error, which is its
+    // supervisor's pipe: the supervisor alone writes (and rotates)
+    // `apache.log`.
+    c.push_str("ErrorLog /dev/stderr\nLogLevel warn\n");
 
     let builtin = install.builtin_modules();
     let module = |name: &str| install.module_dir.join(format!("mod_{name}.so"));
@@ -130,6 +131,10 @@ pub(super) fn main_config(
         ));
     }
     c.push_str("ServerName localhost\nServerTokens Prod\nServerSignature Off\n");
+    c.push_str(&format!(
+        "LogFormat {} {ACCESS_FORMAT}\n",
+        quote("log format", ACCESS_FORMAT_TEXT)?
+    ));
     c.push_str("Timeout 60\nKeepAlive On\nKeepAliveTimeout 5\n");
     c.push_str("StartServers 2\nMinSpareServers 2\nMaxSpareServers 8\nMaxRequestWorkers 150\n");
     c.push_str(&format!(
@@ -180,7 +185,7 @@ pub(super) fn instance_config(
     instance: &PluginInstance,
     flavor: Flavor,
     doc_root: &Path,
-    error_log: &Path,
+    loggers: &Loggers,
     mod_php: bool,
 ) -> Result<String> {
     let id = &instance.instance_id;
@@ -200,8 +205,9 @@ pub(super) fn instance_config(
     c.push_str(&format!("<VirtualHost 127.0.0.1:{port}>\n"));
     c.push_str(&format!("    DocumentRoot {root}\n"));
     c.push_str(&format!(
-        "    ErrorLog {}\n",
-        quote_path("log file", error_log)?
+        "    ErrorLog {}\n    CustomLog {} {ACCESS_FORMAT}\n",
+        quote("error log", &loggers.error)?,
+        quote("access log", &loggers.access)?
     ));
     c.push_str(&format!(
         "    <Directory {root}>\n        Options SymLinksIfOwnerMatch\n        AllowOverride AuthConfig FileInfo Indexes Limit\n        Require all granted\n    </Directory>\n"
@@ -256,6 +262,13 @@ mod tests {
         }
     }
 
+    fn loggers() -> Loggers {
+        Loggers {
+            error: "||/pm-supervisor --log-pipe /d/logs/web-1.log".into(),
+            access: "||/pm-supervisor --log-pipe /d/logs/web-1.access.log".into(),
+        }
+    }
+
     #[test]
     fn instance_config_passes_environment_safely() {
         let mut environment = Environment::new();
@@ -269,16 +282,20 @@ mod tests {
             version: "8.2".into(),
             parameters: Parameters::new(),
             environment: environment.clone(),
+            log_limits: Default::default(),
         };
         let text = instance_config(
             &instance,
             Flavor::Php,
             Path::new("/srv/web-1"),
-            Path::new("/d/logs/web-1.log"),
+            &loggers(),
             true,
         )
         .unwrap();
         assert!(text.contains("Listen 127.0.0.1:47001\n"));
+        assert!(text.contains(
+            "    CustomLog \"||/pm-supervisor --log-pipe /d/logs/web-1.access.log\" combined\n"
+        ));
         assert!(
             text.contains(r#"SetEnv X "a\" \\ </VirtualHost> Listen 1""#),
             "{text}"
@@ -291,7 +308,7 @@ mod tests {
             },
             Flavor::Php,
             Path::new("/srv/web-1"),
-            Path::new("/d/logs/web-1.log"),
+            &loggers(),
             true,
         )
         .unwrap_err();
@@ -325,6 +342,11 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("${"));
+        assert!(text.contains("\nErrorLog /dev/stderr\n"));
+        assert!(
+            text.contains("\nLogFormat \"%h %l %u %t \\\"%r\\\" %>s"),
+            "{text}"
+        );
         assert!(!text.lines().any(|l| l.starts_with("Listen")));
         let kept = main_config(&layout, &install, Some(47999)).unwrap();
         assert!(kept.contains("\nListen 127.0.0.1:47999\n"));

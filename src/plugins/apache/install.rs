@@ -48,8 +48,9 @@ pub(super) const REQUIRED_MODULES: [&str; 5] = ["mpm_prefork", "authz_core", "mi
 
 /// Modules loaded when the node has them (and they are not built in), for
 /// `.htaccess` files that use them.
-pub(super) const OPTIONAL_MODULES: [&str; 10] = [
+pub(super) const OPTIONAL_MODULES: [&str; 11] = [
     "unixd",
+    "log_config",
     "authz_host",
     "access_compat",
     "alias",

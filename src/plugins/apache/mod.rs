@@ -32,7 +32,12 @@
 //!   (root, before it drops to its own `User`), so that is enough; the
 //!   instance's own `user` does not apply to what Apache serves.
 //! - An instance's Apache error log, which holds PHP's errors, is the
-//!   instance log `DATA_DIR/logs/ID.log`, so `pm-heart log ID` shows it.
+//!   instance log `DATA_DIR/logs/ID.log`, so `pm-heart log ID` shows it;
+//!   its access log is `DATA_DIR/logs/ID.access.log` (`pm-heart log ID
+//!   --access`). Both are written by piped loggers (`pm-supervisor
+//!   --log-pipe`, see [`loggers`]), stamped and rotated within the
+//!   instance's log limits; Apache's own messages go to its standard
+//!   error, which its supervisor writes to `apache.log` within the node's.
 //! - Status is: Apache's supervisor alive, the file present, and a TCP
 //!   connect to the port (SPEC §4's RUNNING; an Apache whose workers are
 //!   all busy still accepts, and is not taken for dead).
@@ -54,6 +59,7 @@
 mod conf;
 mod install;
 mod layout;
+mod loggers;
 mod server;
 
 use std::fs;
@@ -64,6 +70,7 @@ use std::time::Duration;
 use self::conf::{instance_config, main_config};
 use self::install::{php_versions, Install};
 use self::layout::Layout;
+use self::loggers::Loggers;
 use self::server::{
     check_port_free, launch_apache, recover, reload, running, stop_apache, test_config,
 };
@@ -223,21 +230,24 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
         .ok_or_else(|| Error::invalid(format!("instance {id} has no port")))?;
     let ready = parameters.start_timeout.duration();
     let doc_root = resolve_document_root(instance, parameters.document_root.as_deref())?;
-    // Apache opens every error log on each reload and dies if one cannot
-    // be opened, which `-t` does not check: open it first (Apache's parent
-    // runs as the heart's user).
+    // The piped loggers open the logs after each reload, and a logger that
+    // cannot would be restarted by Apache forever, which `-t` does not
+    // check: open them first (the loggers run as the heart's user).
     let error_log = log_path(ctx, id);
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&error_log)
-        .map_err(|e| Error::io("open the error log", &error_log, e))?;
+    for log in [error_log.clone(), loggers::access_log(&error_log)] {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| Error::io("open the log", &log, e))?;
+    }
+    let loggers = Loggers::new(&ctx.supervisor, &error_log, instance.log_limits)?;
     let install = Install::find()?;
     let text = instance_config(
         instance,
         flavor,
         &doc_root,
-        &error_log,
+        &loggers,
         install.mod_php.is_some(),
     )?;
 
