@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::apache::{
@@ -145,6 +147,32 @@ fn a_static_instance_has_its_requests_in_its_access_log() {
     assert_eq!(answer.status, 200, "{answer:?}");
     assert!(!heart.data().join("logs/s.access.log").exists());
     assert!(!heart.data().join("logs/s.log").exists());
+}
+
+#[test]
+fn a_logger_that_dies_is_started_again_and_loses_nothing_in_the_pipe() {
+    let heart = apache_heart("access-logger-dies");
+    let site_dir = static_site(heart.dir());
+    let s = heart.run_instance(site("s", &site_dir, json!({})));
+    let port = port_of(&s);
+    let access = wait_for(T, "the access logger", || {
+        loggers(&heart).into_iter().find(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|raw| String::from_utf8_lossy(&raw).contains("s.access.log"))
+        })
+    });
+    kill(Pid::from_raw(access), Signal::SIGKILL).unwrap();
+    // Requests while it is dead wait in Apache's pipe for the next one.
+    for n in 0..10 {
+        body_of(port, &format!("/page.html?n={n}"));
+    }
+    wait_until(T, "Apache to start another access logger", || {
+        let now = loggers(&heart);
+        now.len() == 2 && !now.contains(&access)
+    });
+    wait_until(T, "the 10 requests in the access log", || {
+        numbers(&access_log(&heart, "s", "")).len() == 10
+    });
 }
 
 #[test]

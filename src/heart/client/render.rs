@@ -241,6 +241,15 @@ pub(super) fn show_lines(view: &InstanceView, host: &str) -> String {
                 .unwrap_or_else(dash),
         ),
         (
+            "log_max_size",
+            view.log_max_size
+                .map_or_else(dash, |s| s.bytes().to_string()),
+        ),
+        (
+            "log_keep",
+            view.log_keep.map_or_else(dash, |k| k.files().to_string()),
+        ),
+        (
             "memory_bytes",
             view.memory_bytes.map_or_else(dash, |m| m.to_string()),
         ),
@@ -348,6 +357,7 @@ mod tests {
         assert!(text.contains("restart: never\n"), "{text}");
         assert!(text.ends_with("message: ok\n"), "{text}");
         assert!(text.contains("app_pid: -\nstarted_at: -\n"), "{text}");
+        assert!(text.contains("\nlog_max_size: -\nlog_keep: -\n"), "{text}");
     }
 
     #[test]
