@@ -24,7 +24,11 @@
 //!   at a fake heart (the tests' `Recorder`), and until the supervisor has
 //!   exited;
 //! - the same with 100 supervisors (of `sleep 3600`) sent SIGTERM at once:
-//!   until the last report arrived and the last supervisor exited.
+//!   until the last report arrived and the last supervisor exited;
+//! - the piped logger (`--log-pipe`, the managed Apache's): lines per
+//!   second and MB/s of input through a pipe into a log rotated at 1 MiB,
+//!   and the memory of each of 100 idle loggers that have logged 100
+//!   lines.
 //!
 //! No peer init (tini, catatonit, dumb-init) is measured here: none sends
 //! an exit report, so the figures of SPEC §6 compare with them by hand.
@@ -145,6 +149,20 @@ fn main() {
             "100 stopping at once: SIGTERM to all → last report at heart {}, → last supervisor exited {}",
             ms(reported),
             ms(exited)
+        );
+        let took = bench.log_pipe(exe, runs.clamp(1, 5));
+        let secs = took.as_secs_f64();
+        println!(
+            "--log-pipe: {PIPE_LINES} lines of {PIPE_LINE} bytes in {}: {:.1} M lines/s, {:.0} MB/s \
+             (stamped, rotated at 1 MiB)",
+            ms(took),
+            PIPE_LINES as f64 / secs / 1e6,
+            (PIPE_LINES * PIPE_LINE) as f64 / secs / 1e6
+        );
+        let m = bench.log_pipe_memory(exe, 100);
+        println!(
+            "--log-pipe memory, 100 idle: RSS {:.0} KiB, PSS {:.0} KiB, USS {:.0} KiB per logger",
+            m.rss, m.pss, m.uss
         );
     }
 }
@@ -451,19 +469,10 @@ impl Bench {
         let running = self.sleepers(exe, n);
         let (mut rss, mut pss, mut uss) = (Vec::new(), Vec::new(), Vec::new());
         for (_, child) in &running {
-            let rollup = fs::read_to_string(format!("/proc/{}/smaps_rollup", child.id()))
-                .expect("read smaps_rollup");
-            let field = |name: &str| -> f64 {
-                rollup
-                    .lines()
-                    .find(|l| l.starts_with(name))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0)
-            };
-            rss.push(field("Rss:"));
-            pss.push(field("Pss:"));
-            uss.push(field("Private_Clean:") + field("Private_Dirty:"));
+            let (r, p, u) = memory_of(child.id());
+            rss.push(r);
+            pss.push(p);
+            uss.push(u);
         }
         for (_, child) in &running {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
@@ -475,6 +484,112 @@ impl Bench {
             reap(child);
             let _ = fs::remove_dir_all(&inst.dir);
         }
+        Memory {
+            rss: median_f(rss),
+            pss: median_f(pss),
+            uss: median_f(uss),
+        }
+    }
+}
+
+/// Lines a `--log-pipe` run copies, and the length of each.
+const PIPE_LINES: usize = 500_000;
+const PIPE_LINE: usize = 101;
+
+/// `smaps_rollup` of `pid`: RSS, PSS and USS in KiB.
+fn memory_of(pid: u32) -> (f64, f64, f64) {
+    let rollup =
+        fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("read smaps_rollup");
+    let field = |name: &str| -> f64 {
+        rollup
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        field("Rss:"),
+        field("Pss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+    )
+}
+
+impl Bench {
+    /// A `--log-pipe` logger of `log` (1 MiB, 3 kept), its stdin a pipe.
+    fn logger(&self, exe: &Path, log: &Path) -> Child {
+        Command::new(exe)
+            .args(["--log-pipe", "--max-size", "1M", "--keep", "3"])
+            .arg(log)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn pm-supervisor --log-pipe")
+    }
+
+    /// The median time of `runs` runs from the first write of
+    /// [`PIPE_LINES`] lines into a logger's pipe until it has exited at
+    /// the end of its input (everything written).
+    fn log_pipe(&self, exe: &Path, runs: usize) -> Duration {
+        let mut chunk = Vec::new();
+        for n in 0..1000 {
+            let mut line = format!("{n:09} ").into_bytes();
+            line.resize(PIPE_LINE - 1, b'x');
+            line.push(b'\n');
+            chunk.extend_from_slice(&line);
+        }
+        let dir = self.scratch.join("log-pipe");
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("create log directory");
+            let mut child = self.logger(exe, &dir.join("a.log"));
+            let mut stdin = child.stdin.take().expect("stdin");
+            let start = Instant::now();
+            for _ in 0..PIPE_LINES / 1000 {
+                stdin.write_all(&chunk).expect("write to the logger");
+            }
+            drop(stdin);
+            let end = exit_waiter(child)
+                .recv_timeout(BOUND)
+                .expect("the logger to end");
+            times.push(end - start);
+        }
+        let _ = fs::remove_dir_all(&dir);
+        median(times)
+    }
+
+    /// Memory of each of `n` loggers, idle after 100 lines each.
+    fn log_pipe_memory(&self, exe: &Path, n: usize) -> Memory {
+        let dir = self.scratch.join("log-pipe-memory");
+        fs::create_dir_all(&dir).expect("create log directory");
+        let lines: Vec<u8> = (0..100)
+            .flat_map(|i| format!("127.0.0.1 - - \"GET /{i} HTTP/1.1\" 200 3\n").into_bytes())
+            .collect();
+        let mut running = Vec::new();
+        for i in 0..n {
+            let log = dir.join(format!("{i}.log"));
+            let mut child = self.logger(exe, &log);
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(&lines).expect("write to the logger");
+            running.push((child, stdin, log));
+        }
+        for (_, _, log) in &running {
+            wait_until(BOUND, "the logger's lines", || {
+                fs::read(log).is_ok_and(|t| t.iter().filter(|&&b| b == b'\n').count() == 100)
+            });
+        }
+        let (mut rss, mut pss, mut uss) = (Vec::new(), Vec::new(), Vec::new());
+        for (child, _, _) in &running {
+            let (r, p, u) = memory_of(child.id());
+            rss.push(r);
+            pss.push(p);
+            uss.push(u);
+        }
+        for (child, stdin, _) in running {
+            drop(stdin);
+            reap(child);
+        }
+        let _ = fs::remove_dir_all(&dir);
         Memory {
             rss: median_f(rss),
             pss: median_f(pss),
