@@ -137,3 +137,39 @@ fn bad_limits_are_refused_naming_the_field() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--log-max-size"), "{stderr}");
 }
+
+#[test]
+fn a_startup_commands_output_is_rotated_within_the_limits() {
+    let mut heart = TestHeart::new("log-limits-startup");
+    heart.spawn();
+    let source = heart.dir().mkdir("app");
+    // 30,000 lines of about 100 bytes: 3 MB before the process starts.
+    let mut body = writer("startup", &source, 1);
+    body["startup"] = json!([
+        "i=0; while [ $i -lt 30000 ]; do \
+         echo \"startup $i ................................................................................\"; \
+         i=$((i+1)); done"
+    ]);
+    body["log_max_size"] = json!("1M");
+    body["log_keep"] = json!(2);
+    heart.run_instance(body);
+    wait_until(T, "the instance to have written", || {
+        written(&heart, "startup")
+    });
+    let files = log_files(&heart, "startup");
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files.iter().all(|(_, size)| *size <= 1 << 20), "{files:?}");
+    // The newest lines of the startup command are all there, in order.
+    let logs = heart.data().join("logs");
+    let text: String = files
+        .iter()
+        .map(|(name, _)| fs::read_to_string(logs.join(name)).unwrap())
+        .collect();
+    let tail: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("startup "))
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    let last: Vec<String> = (29_000..30_000).map(|i| i.to_string()).collect();
+    assert!(tail.ends_with(&last.iter().map(String::as_str).collect::<Vec<_>>()));
+}

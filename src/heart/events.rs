@@ -38,11 +38,7 @@ impl Events {
     /// The event log at `path`, rotated within `limits`; lines go to
     /// stderr too when it is a terminal.
     pub(crate) fn new(path: PathBuf, limits: LogLimits) -> Events {
-        Events::with_limits(
-            path,
-            Limits::new(limits.max_size.bytes(), limits.keep.files()),
-            std::io::stderr().is_terminal(),
-        )
+        Events::with_limits(path, limits.into(), std::io::stderr().is_terminal())
     }
 
     fn with_limits(path: PathBuf, limits: Limits, to_stderr: bool) -> Events {

@@ -26,6 +26,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
+use std::process::Stdio;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::pipe2;
 
 use super::event::{self, Level};
 use super::{Shared, MAX_LINE};
@@ -151,6 +153,28 @@ impl Copier {
             Err(RecvTimeoutError::Disconnected)
         )
     }
+}
+
+/// Makes a command's stdout and stderr: one pipe, so that their lines
+/// reach `sink` in the order they were written (a write of up to
+/// `PIPE_BUF` bytes is never mixed with another). Starts a copier thread
+/// named `name` on its read end, which appends what comes until every
+/// writer has closed the pipe, and returns it with the write end twice.
+///
+/// Both ends are close-on-exec: the command gets the write end as its
+/// fds 1 and 2 only, and the read end never leaves this process, so if
+/// this process dies, writes to the pipe fail with `EPIPE` instead of
+/// blocking on a pipe nobody reads. The caller must drop its copies of
+/// the write end once the command runs, or the copier never ends.
+///
+/// # Errors
+///
+/// The pipe or the thread cannot be made.
+pub(crate) fn output_pipe(name: &str, sink: Arc<Shared>) -> io::Result<(Copier, [Stdio; 2])> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+    let err = write.try_clone()?;
+    let copier = Copier::spawn(name, read, sink)?;
+    Ok((copier, [Stdio::from(write), Stdio::from(err)]))
 }
 
 /// Copies `source`, the read end of a pipe that nothing else reads, into

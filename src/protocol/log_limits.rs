@@ -212,6 +212,12 @@ impl LogLimits {
     }
 }
 
+impl From<LogLimits> for crate::logfile::Limits {
+    fn from(limits: LogLimits) -> crate::logfile::Limits {
+        crate::logfile::Limits::new(limits.max_size.bytes(), limits.keep.files())
+    }
+}
+
 /// Deserializes an optional `log_max_size` field, naming the field in the
 /// error.
 ///

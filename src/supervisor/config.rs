@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::exit::Supervisor as Code;
 use crate::logfile::Limits;
 use crate::process::{self, Confinement, Credentials};
-use crate::protocol::{self, exited, ControlFile, LogKeep, LogSize};
+use crate::protocol::{self, exited, ControlFile, LogKeep, LogLimits, LogSize};
 use crate::shellwords;
 
 use super::report::{Base, Target};
@@ -203,10 +203,9 @@ fn validate(path: &Path, control: ControlFile) -> Result<Config> {
         cwd: control.cwd,
         environment: control.environment,
         log_file: control.log_file,
-        log_limits: Limits::new(
-            control.log_max_size.unwrap_or(LogSize::DEFAULT).bytes(),
-            control.log_keep.unwrap_or(LogKeep::DEFAULT).files(),
-        ),
+        log_limits: LogLimits::default()
+            .overridden(control.log_max_size, control.log_keep)
+            .into(),
         pidfile: control.pidfile,
         startflag: control.startflagfile,
         stop_timeout,

@@ -15,11 +15,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use nix::fcntl::OFlag;
-use nix::unistd::pipe2;
-
 use crate::error::Result;
-use crate::logfile::copy::Copier;
+use crate::logfile::copy::{self, Copier};
 use crate::logfile::event::Level;
 use crate::logfile::{Limits, LogFile, Shared};
 
@@ -42,27 +39,15 @@ impl Log {
         })
     }
 
-    /// Makes the command's stdout and stderr: one pipe, so that their
-    /// lines reach the log in the order they were written (a write of up
-    /// to `PIPE_BUF` bytes is never mixed with another). Starts the
-    /// `output-copier` thread on its read end, which appends what comes
-    /// until every writer has closed the pipe, and returns it with the
-    /// write end twice.
-    ///
-    /// Both ends are close-on-exec: the command gets the write end as its
-    /// fds 1 and 2 only, and the read end never leaves this process, so if
-    /// the supervisor dies, writes to the pipe fail with `EPIPE` instead of
-    /// blocking on a pipe nobody reads. The caller must drop its copies of
-    /// the write end once the command runs, or the copier never ends.
+    /// Makes the command's stdout and stderr, one pipe read by the
+    /// `output-copier` thread (see [`copy::output_pipe`]). The caller must
+    /// drop its copies of the write end once the command runs.
     ///
     /// # Errors
     ///
     /// The pipe or the thread cannot be made.
     pub(crate) fn command_output(&self) -> io::Result<(Copier, [Stdio; 2])> {
-        let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
-        let err = write.try_clone()?;
-        let copier = Copier::spawn("output-copier", read, Arc::clone(&self.shared))?;
-        Ok((copier, [Stdio::from(write), Stdio::from(err)]))
+        copy::output_pipe("output-copier", Arc::clone(&self.shared))
     }
 
     /// Writes one line now. A failed write is counted and reported in the

@@ -21,8 +21,8 @@ use std::path::Path;
 use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
-use crate::logfile::{copy, Limits, LogFile, Shared};
-use crate::protocol::{LogKeep, LogSize};
+use crate::logfile::{copy, LogFile, Shared};
+use crate::protocol::{LogKeep, LogLimits, LogSize};
 use crate::signal;
 
 /// Copies standard input into the log at `path` until its end.
@@ -33,11 +33,8 @@ use crate::signal;
 /// input cannot be read.
 pub(super) fn run(path: &Path, max_size: Option<LogSize>, keep: Option<LogKeep>) -> Result<()> {
     signal::ignore(&[Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT])?;
-    let limits = Limits::new(
-        max_size.unwrap_or(LogSize::DEFAULT).bytes(),
-        keep.unwrap_or(LogKeep::DEFAULT).files(),
-    );
-    let sink = Shared::new(LogFile::open_among_writers(path, limits)?);
+    let limits = LogLimits::default().overridden(max_size, keep);
+    let sink = Shared::new(LogFile::open_among_writers(path, limits.into())?);
     let stdin = io::stdin()
         .as_fd()
         .try_clone_to_owned()

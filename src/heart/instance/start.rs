@@ -7,11 +7,9 @@
 //! refused, and a report of this one that arrives while the start still
 //! waits ends the wait.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::health::Readiness;
@@ -21,6 +19,9 @@ use super::{lock, now, Node};
 use crate::cgroup::Group;
 use crate::error::{Error, Refusal, Result};
 use crate::heart::record::{Backoff, Record, DEFAULT_STARTUP_TIMEOUT};
+use crate::logfile::copy;
+use crate::logfile::event::Level;
+use crate::logfile::{LogFile, Shared};
 use crate::net;
 use crate::plugins::{self, params, Started};
 use crate::process::{self, Confinement, Credentials};
@@ -34,6 +35,11 @@ use crate::wait;
 
 /// Lines of log quoted in the message of a failed start.
 const TAIL_LINES: usize = 20;
+
+/// How long a startup command's output may still be copied after the
+/// command ended (its group is killed by then; only a process that left
+/// the group can hold the pipe longer).
+const STARTUP_OUTPUT_WAIT: Duration = Duration::from_secs(2);
 
 /// The variables of the heart's own environment that instances inherit.
 const BASE_ENV: [&str; 10] = [
@@ -253,17 +259,8 @@ impl Node {
         }
         isolation::prepare_log(&self.layout.log(id), creds)?;
 
-        let startup_timeout = rec.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
-        let confined = (creds, &confinement);
         for command in &rec.startup {
-            self.run_startup(
-                id,
-                command,
-                &dir,
-                &env,
-                startup_timeout.duration(),
-                confined,
-            )?;
+            self.run_startup(rec, command, &dir, &env, (creds, &confinement))?;
         }
 
         if let Some(port) = rec.port {
@@ -309,28 +306,33 @@ impl Node {
         }
     }
 
-    /// Runs one startup command with `sh -e -c` in the instance directory,
-    /// its output appended to the instance log, bounded by `timeout`, as
-    /// the instance's user and in its control group (`confined`).
+    /// Runs one startup command of `rec` with `sh -e -c` in the instance
+    /// directory, bounded by its `startup_timeout`, as the instance's user
+    /// and in its control group (`confined`). Its output goes through a
+    /// pipe into the instance log, rotated within the instance's limits
+    /// like the supervisor's.
     fn run_startup(
         &self,
-        id: &InstanceId,
+        rec: &Record,
         command: &str,
         dir: &Path,
         env: &Environment,
-        timeout: Duration,
         confined: (Option<&Credentials>, &Confinement),
     ) -> Outcome<()> {
+        let id = &rec.instance_id;
+        let timeout = rec
+            .startup_timeout
+            .unwrap_or(DEFAULT_STARTUP_TIMEOUT)
+            .duration();
         let log_path = self.layout.log(id);
-        let open_failed = |e| StartFailure::from(Error::io("open log", &log_path, e));
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(&log_path)
-            .map_err(open_failed)?;
-        let _ = writeln!(log, "pm-heart: startup command: {command}");
-        let err = log.try_clone().map_err(open_failed)?;
+        let limits = rec.log_limits(self.config.log_limits);
+        let log = Arc::new(Shared::new(LogFile::open_among_writers(
+            &log_path,
+            limits.into(),
+        )?));
+        log.event(Level::Info, format_args!("startup command: {command}"));
+        let (copier, [out, err]) = copy::output_pipe("startup-output", Arc::clone(&log))
+            .map_err(|e| Error::io("make the output pipe of", &log_path, e))?;
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-e")
             .arg("-c")
@@ -339,11 +341,21 @@ impl Node {
             .env_clear()
             .envs(env)
             .stdin(Stdio::null())
-            .stdout(log)
+            .stdout(out)
             .stderr(err);
         process::confine(&mut cmd, confined.0, confined.1);
+        let ended = process::bounded::run(&mut cmd, timeout, "/bin/sh");
+        // Our copies of the write end go with the command; the copier
+        // ends once the command's group (ended by `run`) has closed its.
+        drop(cmd);
+        if !copier.wait(STARTUP_OUTPUT_WAIT) {
+            self.events.warn(format_args!(
+                "{id}: a process of startup command `{command}` still holds its output \
+                 open; not waiting"
+            ));
+        }
         let tail = || self.log_tail(id, TAIL_LINES);
-        match process::bounded::run(&mut cmd, timeout, "/bin/sh")? {
+        match ended? {
             Some(0) => Ok(()),
             Some(code) => Err(StartFailure::new(format!(
                 "startup command `{command}` failed with code {code}; log tail:\n{}",
