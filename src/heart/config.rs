@@ -31,7 +31,6 @@ use serde::Deserialize;
 
 use super::layout::DEFAULT_DATA_DIR;
 use crate::error::{Error, Result};
-use crate::protocol::log_limits;
 use crate::protocol::{Bytes, LogKeep, LogLimits, LogSize};
 
 /// The usage text of `pm-heart serve`, identical to the man page SYNOPSIS.
@@ -178,9 +177,9 @@ struct FileConfig {
     max_source_size: Option<serde_json::Value>,
     run_as: Option<String>,
     allow_root_apps: Option<bool>,
-    #[serde(default, deserialize_with = "log_limits::optional_size")]
+    #[serde(default)]
     log_max_size: Option<LogSize>,
-    #[serde(default, deserialize_with = "log_limits::optional_keep")]
+    #[serde(default)]
     log_keep: Option<LogKeep>,
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::log_limits::{self, LogKeep, LogSize};
+use super::log_limits::{LogKeep, LogSize};
 use super::{Environment, HealthCheck, InstanceId, Limits, Parameters};
 
 /// Life-cycle states of an instance (SPEC §4).
@@ -130,19 +130,11 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
     /// The largest size of each file of its logs; `None` is the node's.
-    #[serde(
-        default,
-        deserialize_with = "log_limits::optional_size",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_max_size: Option<LogSize>,
     /// How many rotated files of each of its logs are kept; `None` is the
     /// node's.
-    #[serde(
-        default,
-        deserialize_with = "log_limits::optional_keep",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_keep: Option<LogKeep>,
 }
 
@@ -337,18 +329,10 @@ pub struct UpdateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
     /// A new largest size of each file of its logs.
-    #[serde(
-        default,
-        deserialize_with = "log_limits::optional_size",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_max_size: Option<LogSize>,
     /// A new number of rotated files kept of each of its logs.
-    #[serde(
-        default,
-        deserialize_with = "log_limits::optional_keep",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_keep: Option<LogKeep>,
 }
 

@@ -16,9 +16,11 @@ use crate::logfile::{MAX_KEEP, MAX_LINE};
 /// The largest size of each file of a log, in bytes: from 64 KiB (the
 /// longest line, so that every line fits in an empty file) to 1 TiB.
 /// Written in JSON as a number of bytes, or as a string with the one size
-/// rule of the suite (`limits::parse_size`): `"1M"` is 1048576 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "Value", into = "u64")]
+/// rule of the suite (`limits::parse_size`): `"1M"` is 1048576 bytes. A
+/// JSON value that is not one is refused naming the field, `log_max_size`
+/// (its one name in every file and request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(into = "u64")]
 pub struct LogSize(u64);
 
 /// A value that is not a log size within the bounds; its `Display` says
@@ -125,9 +127,11 @@ impl fmt::Display for LogSize {
 }
 
 /// How many rotated files of a log are kept, 0 to 100: `PATH.1` (the
-/// newest) to `PATH.N`. With 0, a full log is emptied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "u64", into = "u32")]
+/// newest) to `PATH.N`. With 0, a full log is emptied. Written in JSON as
+/// a whole number; any other value is refused naming the field,
+/// `log_keep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(into = "u32")]
 pub struct LogKeep(u32);
 
 /// A value that is not a number of files within the bound.
@@ -218,36 +222,23 @@ impl From<LogLimits> for crate::logfile::Limits {
     }
 }
 
-/// Deserializes an optional `log_max_size` field, naming the field in the
-/// error.
-///
-/// # Errors
-///
-/// Not a size within the bounds of [`LogSize`].
-pub fn optional_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LogSize>, D::Error> {
-    match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => LogSize::try_from(value)
-            .map(Some)
-            .map_err(|e| de::Error::custom(format!("log_max_size: {e}"))),
+impl<'de> Deserialize<'de> for LogSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<LogSize, D::Error> {
+        LogSize::try_from(Value::deserialize(d)?)
+            .map_err(|e| de::Error::custom(format!("log_max_size: {e}")))
     }
 }
 
-/// Deserializes an optional `log_keep` field, naming the field in the
-/// error.
-///
-/// # Errors
-///
-/// Not a whole number from 0 to 100.
-pub fn optional_keep<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LogKeep>, D::Error> {
-    let bad = |shown: String| de::Error::custom(format!("log_keep: {}", InvalidLogKeep(shown)));
-    match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(files) => LogKeep::try_from(files).map(Some).map_err(|e| bad(e.0)),
-            None => Err(bad(n.to_string())),
-        },
-        Some(other) => Err(bad(other.to_string())),
+impl<'de> Deserialize<'de> for LogKeep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<LogKeep, D::Error> {
+        let bad = |shown: String| de::Error::custom(format!("log_keep: {}", InvalidLogKeep(shown)));
+        match Value::deserialize(d)? {
+            Value::Number(n) => match n.as_u64() {
+                Some(files) => LogKeep::try_from(files).map_err(|e| bad(e.0)),
+                None => Err(bad(n.to_string())),
+            },
+            other => Err(bad(other.to_string())),
+        }
     }
 }
 
@@ -280,11 +271,16 @@ mod tests {
         }
         let err = size("\"10X\"").unwrap_err().to_string();
         assert!(
-            err.starts_with("\"10X\" is not a size: expected a number of bytes, or a string"),
+            err.starts_with(
+                "log_max_size: \"10X\" is not a size: expected a number of bytes, or a string"
+            ),
             "{err}"
         );
         let err = size("1000").unwrap_err().to_string();
-        assert!(err.starts_with("1000 is out of range: expected"), "{err}");
+        assert!(
+            err.starts_with("log_max_size: 1000 is out of range: expected"),
+            "{err}"
+        );
         assert!(err.contains("from 64K to 1024G"), "{err}");
         assert_eq!(
             serde_json::to_string(&LogSize::DEFAULT).unwrap(),
@@ -293,12 +289,12 @@ mod tests {
     }
 
     #[test]
-    fn optional_fields_name_themselves_in_errors() {
+    fn fields_name_themselves_in_errors() {
         #[derive(Debug, Deserialize)]
         struct Both {
-            #[serde(default, deserialize_with = "optional_size")]
+            #[serde(default)]
             log_max_size: Option<LogSize>,
-            #[serde(default, deserialize_with = "optional_keep")]
+            #[serde(default)]
             log_keep: Option<LogKeep>,
         }
         let both = |json: &str| serde_json::from_str::<Both>(json).map_err(|e| e.to_string());
