@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::logfile;
 use crate::protocol::{exited, InstanceId};
 
 /// The data directory when neither `--data-dir` nor the config file
@@ -171,18 +172,18 @@ impl Layout {
 
     /// `logs/`.
     pub(crate) fn logs(&self) -> PathBuf {
-        self.root.join("logs")
+        self.root.join(logfile::LOGS)
     }
 
     /// `logs/ID.log`.
     pub(crate) fn log(&self, id: &InstanceId) -> PathBuf {
-        self.logs().join(format!("{id}.log"))
+        logfile::instance_log(&self.root, id.as_str())
     }
 
     /// `logs/ID.access.log`: the access log of an instance served by the
     /// managed Apache.
     pub(crate) fn access_log(&self, id: &InstanceId) -> PathBuf {
-        self.logs().join(format!("{id}.access.log"))
+        logfile::access_log(&self.log(id))
     }
 
     /// The file of `stream` of `id`'s logs.

@@ -76,6 +76,21 @@ impl Limits {
     }
 }
 
+/// The folder of the instance logs in a data directory.
+pub(crate) const LOGS: &str = "logs";
+
+/// The log of instance `id` in the data directory `data_dir`:
+/// `logs/ID.log` (written by its supervisor, or Apache's error log of it).
+pub(crate) fn instance_log(data_dir: &Path, id: &str) -> PathBuf {
+    data_dir.join(LOGS).join(format!("{id}.log"))
+}
+
+/// The access log beside the instance log `log` (`logs/ID.log`):
+/// `logs/ID.access.log`, of an instance served by the managed Apache.
+pub(crate) fn access_log(log: &Path) -> PathBuf {
+    log.with_extension("access.log")
+}
+
 /// The path of the `n`th rotated file of `path`: `path.n`.
 pub(crate) fn rotated(path: &Path, n: u32) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::logfile;
 use crate::plugins::external;
 use crate::protocol::LogLimits;
 
@@ -23,11 +24,6 @@ pub(super) const ACCESS_FORMAT: &str = "combined";
 /// The `LogFormat` of the access logs: Apache's combined format.
 pub(super) const ACCESS_FORMAT_TEXT: &str =
     r#"%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i""#;
-
-/// The instance's access log beside its error log `log`.
-pub(crate) fn access_log(log: &Path) -> PathBuf {
-    log.with_extension("access.log")
-}
 
 /// The piped loggers of one instance: the arguments of its `ErrorLog`
 /// and `CustomLog`, before the configuration's own quoting.
@@ -61,7 +57,7 @@ impl Loggers {
         };
         Ok(Loggers {
             error: piped(log)?,
-            access: piped(&access_log(log))?,
+            access: piped(&logfile::access_log(log))?,
         })
     }
 }

@@ -78,6 +78,7 @@ use super::params::Served;
 use super::{require_version, resolve_inside, Context, Runtime, Started};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::logfile;
 use crate::net;
 use crate::protocol::{Environment, Parameters, PluginInstance};
 use crate::wait;
@@ -219,7 +220,7 @@ fn keep_port() -> Result<Option<u16>> {
 
 fn log_path(ctx: &Context, id: &str) -> PathBuf {
     let data_dir = std::path::absolute(&ctx.data_dir).unwrap_or_else(|_| ctx.data_dir.clone());
-    data_dir.join("logs").join(format!("{id}.log"))
+    logfile::instance_log(&data_dir, id)
 }
 
 fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Started> {
@@ -234,7 +235,7 @@ fn start(ctx: &Context, instance: &PluginInstance, flavor: Flavor) -> Result<Sta
     // cannot would be restarted by Apache forever, which `-t` does not
     // check: open them first (the loggers run as the heart's user).
     let error_log = log_path(ctx, id);
-    for log in [error_log.clone(), loggers::access_log(&error_log)] {
+    for log in [error_log.clone(), logfile::access_log(&error_log)] {
         fs::OpenOptions::new()
             .create(true)
             .append(true)
